@@ -1,0 +1,1 @@
+"""Corpora, prompt sets and tokenizers."""

@@ -1,0 +1,1 @@
+"""What a decoder talks to: ARModel (logits with a KV cache) and MaturationModel (vectors)."""

@@ -1,0 +1,111 @@
+"""The autoregressive model interface every AR decoder talks to.
+
+A backend implements two methods, ``forward`` and ``select_cache``; the shared methods
+``prefill``, ``step`` and ``select`` handle left padding, position ids and the attention mask,
+so decoders never see padding. Batches are left-padded: row b's prompt occupies the last
+``len(prompt_b)`` columns of the prefill.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class StepOutput:
+    logits: torch.Tensor  # (B, V) float32, next-token logits at the last position
+    hidden: torch.Tensor  # (B, H) last-layer hidden state at the last position
+    state: "DecodeState"
+
+
+@dataclass
+class DecodeState:
+    cache: Any  # backend KV cache
+    attention_mask: torch.Tensor  # (B, S) long, 1 = real token, 0 = left pad
+    positions: torch.Tensor  # (B,) long, position id of the next token
+    prompt_hidden: torch.Tensor | None = None  # (B, S, H) when requested (contrastive search)
+
+
+class ARModel(abc.ABC):
+    """Base class for causal LMs that produce next-token logits."""
+
+    kind = "ar"
+    name: str
+    vocab_size: int
+    eos_token_id: int | None
+    tokenizer: Any
+    device: torch.device
+
+    # ---- backend: implement these two --------------------------------------------------
+    @abc.abstractmethod
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor,  # (B, S + T) over cache and new tokens
+        position_ids: torch.Tensor,  # (B, T)
+        cache: Any,  # None on prefill
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Return logits (B, T, V), last-layer hidden states (B, T, H) and the new cache."""
+
+    @abc.abstractmethod
+    def select_cache(self, cache: Any, index: torch.Tensor) -> Any:
+        """Rows ``index`` (N,) of the cache, in that order (beam reordering, expansion)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies this model in a run record (name, content hash, dtype)."""
+        return {"name": self.name}
+
+    # ---- shared -------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, prompts: list[list[int]], keep_hidden: bool = False) -> StepOutput:
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        B, S = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros(B, S, dtype=torch.long)
+        mask = torch.zeros(B, S, dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids[b, S - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[b, S - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # pads get position 0; they are masked anyway
+        logits, hidden, cache = self.forward(ids, mask, pos, None)
+        state = DecodeState(cache, mask, pos[:, -1] + 1, hidden if keep_hidden else None)
+        return StepOutput(logits[:, -1].float(), hidden[:, -1], state)
+
+    @torch.no_grad()
+    def step(self, state: DecodeState, tokens: torch.Tensor) -> StepOutput:
+        """Feed one token per row (B,) and return the logits for the following position."""
+        mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(len(tokens), 1)], 1)
+        pos = state.positions[:, None]
+        logits, hidden, cache = self.forward(tokens[:, None].to(self.device), mask, pos, state.cache)
+        new = DecodeState(cache, mask, state.positions + 1, None)
+        return StepOutput(logits[:, -1].float(), hidden[:, -1], new)
+
+    def select(self, state: DecodeState, index: torch.Tensor) -> DecodeState:
+        index = index.to(self.device)
+        ph = state.prompt_hidden[index] if state.prompt_hidden is not None else None
+        return DecodeState(
+            self.select_cache(state.cache, index), state.attention_mask[index],
+            state.positions[index], ph,
+        )
+
+    @torch.no_grad()
+    def token_logprobs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """log p(x_t | x_<t) for t = 1..T-1 of each sequence (teacher-forced, one forward).
+        Sequences must fit the model's context; windowing is the caller's job."""
+        out = []
+        for s in seqs:
+            if len(s) < 2:
+                out.append(torch.zeros(0))
+                continue
+            ids = torch.tensor([s], device=self.device)
+            mask = torch.ones_like(ids)
+            pos = torch.arange(len(s), device=self.device)[None]
+            logits, _, _ = self.forward(ids, mask, pos, None)
+            lp = torch.log_softmax(logits[0, :-1].float(), -1)
+            out.append(lp.gather(-1, ids[0, 1:, None])[:, 0].cpu())
+        return out
