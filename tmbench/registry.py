@@ -113,6 +113,7 @@ MODELS = Registry(
     "tmbench.models",
     {
         "smollm2-135m": "tmbench.models.hf:load_smollm2",
+        "toy-random": "tmbench.models.toy:load_toy",
         "ar-bbc-tiny": "tmbench.models.shipped:load_ar_bbc_tiny",
         "tm-bbc-tiny": "tmbench.models.shipped:load_tm_bbc_tiny",
         "all-minilm-l6-v2": "tmbench.models.featurizers:load_minilm",

@@ -1,0 +1,159 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tmbench.leaderboard import build_tables, to_markdown, write_leaderboards
+from tmbench.registry import register_decoder, register_metric
+from tmbench.results import read_record
+from tmbench.runner import Runner, resolve_params
+from tmbench.suites import load_suite
+from tmbench.types import Score, metric_key, model_kind
+
+
+@register_decoder("test_argmax")
+@model_kind("ar")
+def argmax_decoder(model, prompts, *, max_new_tokens, generator, bias: float = 0.0):
+    out = model.prefill(prompts)
+    toks = [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        nxt = (out.logits + bias).argmax(-1)
+        for b, t in enumerate(nxt.tolist()):
+            toks[b].append(t)
+        out = model.step(out.state, nxt)
+    return toks
+
+
+@register_decoder("test_sample")
+@model_kind("ar")
+def sample_decoder(model, prompts, *, max_new_tokens, generator):
+    out = model.prefill(prompts)
+    toks = [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        nxt = torch.multinomial(out.logits.softmax(-1), 1, generator=generator)[:, 0]
+        for b, t in enumerate(nxt.tolist()):
+            toks[b].append(t)
+        out = model.step(out.state, nxt)
+    return toks
+
+
+@register_metric("test_len")
+def len_metric(samples, *, ctx, unit: str = "token"):
+    per = [float(len(s.token_ids) if unit == "token" else len(s.text.split())) for s in samples]
+    return {metric_key("len", unit=unit): Score(sum(per) / len(per), per, None, {"unit": unit})}
+
+
+SUITE = """name: rt
+version: 3
+dataset: {source: bbc, split: test, n_prompts: 3, prompt_len: 6, reference_len: 12}
+max_new_tokens: 5
+batch_size: 2
+seeds: [0, 1]
+models: [toy-random]
+decoders:
+  - {name: test_argmax, seeds: [0]}
+  - {name: test_sample, label: sample}
+metrics: [{name: test_len, params: {unit: word}}]
+"""
+
+
+@pytest.fixture
+def suite(tmp_path):
+    p = tmp_path / "rt.yaml"
+    p.write_text(SUITE)
+    return load_suite(str(p))
+
+
+def records(root: Path):
+    return sorted(root.glob("*/v*/*/record.json"))
+
+
+def test_run_writes_records_and_resumes(tmp_path, suite):
+    out = tmp_path / "res"
+    s1 = Runner(suite, out, progress=False, log=lambda *a: None).run()
+    # human row + argmax (1 seed) + sample (2 seeds)
+    assert len(s1.done) == 4 and not s1.skipped
+    recs = [read_record(p) for p in records(out)]
+    rows = {(r["row"]["model"], r["row"]["decoder"], r["spec"]["seed"]) for r in recs}
+    assert ("human", "reference", 0) in rows and ("toy-random", "sample", 1) in rows
+    rec = next(r for r in recs if r["row"]["decoder"] == "test_argmax")
+    assert rec["spec"]["decoder"]["params"] == {"bias": 0.0}
+    assert len(rec["samples"]) == 3 and all(len(s["token_ids"]) == 5 for s in rec["samples"])
+    assert rec["environment"]["fingerprint"]["id"] and rec["protocol"]["continuation"]
+    s2 = Runner(suite, out, progress=False, log=lambda *a: None).run()
+    assert not s2.done and len(s2.skipped) == 4
+
+
+def test_same_seed_same_tokens_different_seed_differs(tmp_path, suite):
+    out = tmp_path / "res"
+    Runner(suite, out, progress=False, log=lambda *a: None).run(decoders=["sample"])
+    recs = {r["spec"]["seed"]: r for r in map(read_record, records(out))}
+    out2 = tmp_path / "res2"
+    Runner(suite, out2, progress=False, log=lambda *a: None).run(decoders=["sample"], seeds=[1])
+    again = read_record(records(out2)[0])
+    assert [s["token_ids"] for s in again["samples"]] == [s["token_ids"] for s in recs[1]["samples"]]
+    assert [s["token_ids"] for s in recs[0]["samples"]] != [s["token_ids"] for s in recs[1]["samples"]]
+
+
+def test_partial_batches_are_reused_and_torn_lines_dropped(tmp_path, suite):
+    out = tmp_path / "res"
+    r = Runner(suite, out, progress=False, log=lambda *a: None)
+    r.run(decoders=["test_argmax"])
+    rec_path = records(out)[0]
+    full = read_record(rec_path)
+    # Simulate a kill after the first batch: record gone, partial holds batch 0 plus a torn line.
+    folder = rec_path.parent
+    from tmbench.results import append_partial
+
+    append_partial(folder / "partial.jsonl", {"start": 0, "tokens": [s["token_ids"] for s in full["samples"][:2]],
+                                              "wall_s": 0.0, "ttft_s": None, "info": {}, "batch_info": {}})
+    with open(folder / "partial.jsonl", "a") as f:
+        f.write('{"start": 2, "tokens": [[1, 2')  # torn write
+    rec_path.unlink()
+    msgs = []
+    Runner(suite, out, progress=False, log=msgs.append).run(decoders=["test_argmax"])
+    again = read_record(rec_path)
+    assert [s["token_ids"] for s in again["samples"]] == [s["token_ids"] for s in full["samples"]]
+    assert any("damaged batch line" in m for m in msgs)
+    assert not (folder / "partial.jsonl").exists()
+
+
+def test_corrupt_record_is_reported_and_regenerated(tmp_path, suite):
+    out = tmp_path / "res"
+    Runner(suite, out, progress=False, log=lambda *a: None).run(decoders=["test_argmax"])
+    p = records(out)[0]
+    p.write_text(p.read_text()[:100])
+    msgs = []
+    s = Runner(suite, out, progress=False, log=msgs.append).run(decoders=["test_argmax"])
+    assert len(s.done) == 1 and any("regenerating" in m for m in msgs)
+    read_record(p)
+
+
+def test_bad_decoder_params_fail_before_writing(tmp_path, suite):
+    from tmbench.runner import plan_runs
+
+    bad = suite.__class__(**{**suite.__dict__, "decoders": (
+        suite.decoders[0].__class__("test_argmax", "x", {"bias": "high"}),)})
+    with pytest.raises(ValueError, match="parameter 'bias' must be float"):
+        Runner(bad, tmp_path / "res", progress=False).run()
+    assert not (tmp_path / "res").exists()
+    with pytest.raises(ValueError, match="unknown parameter"):
+        resolve_params(argmax_decoder, {"temp": 1}, "x")
+    with pytest.raises(ValueError, match="unknown model"):
+        plan_runs(suite, ["toy-randon"], None, None)
+
+
+def test_leaderboard_tables(tmp_path, suite):
+    out = tmp_path / "res"
+    Runner(suite, out, progress=False, log=lambda *a: None).run()
+    tables = build_tables(out)
+    assert len(tables) == 1
+    t = tables[0]
+    assert t.suite == "rt" and t.version == 3
+    names = [r.name for r in t.rows]
+    assert names[0] == "human / reference" and "toy-random / sample" in names
+    md = to_markdown(t)
+    assert "rt v3" in md and "toy-random" in md
+    paths = write_leaderboards(out, tmp_path / "lb")
+    assert {p.suffix for p in paths} == {".md", ".csv"}

@@ -1,0 +1,65 @@
+import pytest
+
+from tmbench.suites import list_suites, load_suite
+
+BASE = """name: s
+version: 1
+dataset: {source: bbc, split: test, n_prompts: 2, prompt_len: 8, reference_len: 16}
+max_new_tokens: 4
+models: [toy-random]
+decoders: [{name: greedy}]
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_shipped_suites_load():
+    for name in list_suites():
+        s = load_suite(name)
+        assert s.version >= 1 and s.decoders and s.models
+
+
+def test_minimal_suite_and_defaults(tmp_path):
+    s = load_suite(write(tmp_path, BASE))
+    assert s.seeds == (0,) and s.batch_sizes == (8,) and s.samples_per_prompt == 1
+    assert s.decoders[0].label == "greedy" and len(s.content_hash) == 16
+
+
+def test_include_baselines(tmp_path):
+    text = BASE.replace("decoders: [{name: greedy}]", "decoders: {include: baselines/default.yaml}")
+    s = load_suite(write(tmp_path, text))
+    labels = [d.label for d in s.decoders]
+    assert "nucleus-0.95" in labels and "contrastive-5-0.6" in labels
+    assert next(d for d in s.decoders if d.label == "greedy").seeds == (0,)
+
+
+@pytest.mark.parametrize("old,new,needle", [
+    ("version: 1", "version: one", "version: must be an integer"),
+    ("version: 1", "version: 0", "version: must be an integer in [1"),
+    ("max_new_tokens: 4", "max_new_tokens: -3", "max_new_tokens"),
+    ("models: [toy-random]", "models: []", "models: must be a non-empty list"),
+    ("decoders: [{name: greedy}]", "decoders: [{nme: greedy}]", "decoders[0]"),
+    ("decoders: [{name: greedy}]", "decoders: [greedy, greedy]", "labels must be unique"),
+    ("source: bbc", "source: ftp", "dataset.source"),
+    ("name: s", "name: ../../etc", "name: must be a name"),
+    ("name: s", "name: s\nbogus: 1", "unknown fields ['bogus']"),
+    ("n_prompts: 2", "n_prompts: 2, colour: red", "unknown fields ['colour']"),
+])
+def test_bad_suites_name_the_problem(tmp_path, old, new, needle):
+    with pytest.raises(ValueError) as e:
+        load_suite(write(tmp_path, BASE.replace(old, new)))
+    assert needle in str(e.value)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    with pytest.raises(ValueError, match="not valid YAML at line"):
+        load_suite(write(tmp_path, BASE + "  - : [\n"))
+
+
+def test_unknown_suite_name_suggests():
+    with pytest.raises(ValueError, match="Known suites"):
+        load_suite("no-such-suite")

@@ -1,0 +1,5 @@
+import sys
+
+from tmbench.cli import main
+
+sys.exit(main())

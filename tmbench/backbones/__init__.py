@@ -1,0 +1,1 @@
+"""Causal transformers that map input vectors (B, T, C) to hidden states (B, T, C)."""

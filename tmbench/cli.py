@@ -1,0 +1,231 @@
+"""`tmbench run | list | show | leaderboard | train | report`.
+
+User errors (bad suite files, unknown names, wrong parameter types or values) print one line
+naming the problem and what is accepted, and exit with code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = "runs"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage on two lines otherwise)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}")
+    return n
+
+
+def _seed(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tmbench", description="Benchmark text-generation decoders, Token Maturation first.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run an evaluation suite (completed runs are skipped)")
+    r.add_argument("--suite", default="default", help="suite name in tasks/ or a path to a .yaml")
+    r.add_argument("--model", action="append", help="only this model (repeatable)")
+    r.add_argument("--decoder", action="append", help="only this decoder label or name (repeatable)")
+    r.add_argument("--seed", action="append", type=_seed, help="only this seed (repeatable)")
+    r.add_argument("--limit", type=_positive, help="use only the first N prompts")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    r.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT}/)")
+    r.add_argument("--threads", type=_positive, help="torch CPU threads")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--json", action="store_true", help="machine-readable summary")
+
+    ls = sub.add_parser("list", help="models, decoders, metrics and suites, and where each came from")
+    ls.add_argument("--json", action="store_true")
+
+    sh = sub.add_parser("show", help="show one run record (key prefix or path)")
+    sh.add_argument("run")
+    sh.add_argument("--out", default=DEFAULT_OUT)
+    sh.add_argument("--samples", type=int, default=3, help="how many samples to print")
+    sh.add_argument("--json", action="store_true")
+
+    lb = sub.add_parser("leaderboard", help="Markdown and CSV tables from run records")
+    lb.add_argument("--out", default=DEFAULT_OUT, help="results directory with records")
+    lb.add_argument("--dest", default="results", help="where to write the tables")
+    lb.add_argument("--suite", help="only this suite")
+    lb.add_argument("--json", action="store_true")
+
+    try:
+        from tmbench.train import add_train_cli
+    except ImportError:
+        pass
+    else:
+        add_train_cli(sub)
+    try:
+        from tmbench.report import add_report_cli
+    except ImportError:
+        pass
+    else:
+        add_report_cli(sub)
+    return p
+
+
+def cmd_list(args) -> int:
+    from tmbench.registry import DECODERS, METRICS, MODELS
+    from tmbench.suites import find_suite, list_suites
+
+    data = {reg.kind + "s": [{"name": e.name, "source": e.source} for e in _safe_entries(reg)]
+            for reg in (MODELS, DECODERS, METRICS)}
+    data["suites"] = [{"name": s, "source": str(find_suite(s))} for s in list_suites()]
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    for kind, entries in data.items():
+        print(f"{kind}:")
+        for e in entries:
+            print(f"  {e['name']:<22} {e['source']}")
+    return 0
+
+
+def _safe_entries(reg):
+    """Entries whose module imports; a broken plugin is listed with its error, not fatal."""
+    out = []
+    for name in reg.names():
+        try:
+            out.append(reg._entry(name))
+        except Exception as e:  # noqa: BLE001 - show why a plugin is unusable
+            from tmbench.registry import Entry
+
+            out.append(Entry(name, None, f"unavailable ({type(e).__name__}: {e})"))
+    return out
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from tmbench.runner import Runner
+    from tmbench.suites import load_suite
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    suite = load_suite(args.suite)
+    runner = Runner(suite, Path(args.out), device=args.device, dtype=args.dtype, limit=args.limit,
+                    progress=not args.no_progress, log=(lambda *a: print(*a, file=sys.stderr)))
+    summary = runner.run(models=args.model, decoders=args.decoder, seeds=args.seed)
+    result = {"suite": suite.name, "version": suite.version, "written": [str(p) for p in summary.done],
+              "skipped_complete": len(summary.skipped), "busy": summary.busy}
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"suite {suite.name} v{suite.version}: {len(summary.done)} run(s) written, "
+              f"{len(summary.skipped)} already complete, {len(summary.busy)} held by another process")
+        print(f"records under {Path(args.out) / suite.name / f'v{suite.version}'}; "
+              f"tables: tmbench leaderboard --out {args.out}")
+    return 0
+
+
+def _find_run(out: Path, ref: str) -> Path:
+    p = Path(ref)
+    if p.is_file():
+        return p
+    if (p / "record.json").is_file():
+        return p / "record.json"
+    hits = [r for r in out.glob("*/v*/*/record.json") if r.parent.name.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise ValueError(f"no run record matches {ref!r} under {out}; pass a key prefix or a path")
+    raise ValueError(f"{len(hits)} runs match {ref!r}; give a longer key prefix")
+
+
+def cmd_show(args) -> int:
+    from tmbench.leaderboard import fmt
+    from tmbench.results import CorruptRecord, read_record
+
+    path = _find_run(Path(args.out), args.run)
+    try:
+        rec = read_record(path)
+    except CorruptRecord as e:
+        raise ValueError(str(e)) from None
+    if args.json:
+        print(json.dumps(rec, indent=1, ensure_ascii=False))
+        return 0
+    sp = rec["spec"]
+    print(f"run {rec['key']}  ({path})")
+    print(f"  suite    {sp['suite']['name']} v{sp['suite']['version']}")
+    print(f"  model    {json.dumps(sp['model'])}")
+    print(f"  decoder  {sp['decoder']['label']} ({sp['decoder']['name']}) {json.dumps(sp['decoder']['params'])}")
+    print(f"  seed {sp['seed']}  batch {sp['batch_size']}  max_new_tokens {sp['max_new_tokens']}  "
+          f"prompts {sp['prompts']['n']}  created {rec['created']}")
+    print("  metrics:")
+    for k, m in rec["metrics"].items():
+        print(f"    {k:<48} {fmt(m['value'])}")
+    for k, why in rec.get("skipped_metrics", {}).items():
+        print(f"    {k:<48} skipped: {why}")
+    for n in rec.get("notes", []):
+        print(f"  note: {n}")
+    for s in rec["samples"][: args.samples]:
+        print(f"\n  [{s['prompt_index']}] {s['prompt_text']}\n   -> {s['text']}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from tmbench.leaderboard import build_tables, to_markdown, write_leaderboards
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ValueError(f"results directory {out} does not exist; run `tmbench run` first or pass --out")
+    warn = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    written = write_leaderboards(out, Path(args.dest), args.suite, warn=warn)
+    if args.json:
+        print(json.dumps({"written": [str(p) for p in written]}))
+        return 0
+    for t in build_tables(out, args.suite, warn=lambda m: None):
+        print(to_markdown(t))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "leaderboard": cmd_leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = COMMANDS.get(args.cmd) or getattr(args, "handler", None)
+        return handler(args)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"tmbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tmbench: interrupted; finished batches are kept and the run resumes next time",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

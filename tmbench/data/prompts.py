@@ -1,0 +1,129 @@
+"""Prompt sets: a prompt is the start of a held-out document, the reference is the human
+continuation that follows it.
+
+Prompt length is counted in whitespace words (comparable across tokenizers: the default) or in
+tokens of a named tokenizer (``prompt_unit: token`` with ``tokenizer: <model name>``). Each
+model then tokenizes the prompt *text* with its own tokenizer; the ids are recorded per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Prompt:
+    index: int
+    doc_id: str
+    text: str
+    reference: str
+
+
+def _split_words(text: str, n_prompt: int, n_ref: int) -> tuple[str, str] | None:
+    words = text.split()
+    if len(words) < n_prompt + max(1, n_ref // 2):
+        return None
+    return " ".join(words[:n_prompt]), " ".join(words[n_prompt:n_prompt + n_ref])
+
+
+def _split_tokens(text: str, n_prompt: int, n_ref: int, tok: Any) -> tuple[str, str] | None:
+    ids = tok.encode(text)
+    if len(ids) < n_prompt + max(1, n_ref // 2):
+        return None
+    return tok.decode(ids[:n_prompt]), tok.decode(ids[n_prompt:n_prompt + n_ref])
+
+
+def make_prompts(docs: list[tuple[str, str]], *, n_prompts: int, prompt_len: int,
+                 reference_len: int, unit: str = "word", tokenizer: Any = None) -> list[Prompt]:
+    """The first ``n_prompts`` documents (in the given, content-defined order) long enough to
+    give a prompt of ``prompt_len`` and at least half a reference of ``reference_len``."""
+    if unit not in ("word", "token"):
+        raise ValueError(f"prompt_unit must be 'word' or 'token', got {unit!r}")
+    if unit == "token" and tokenizer is None:
+        raise ValueError("prompt_unit 'token' needs a tokenizer (dataset.tokenizer: <model name>)")
+    out: list[Prompt] = []
+    for doc_id, text in docs:
+        # The headline line is not prose; start prompts at the article body when there is one.
+        body = text.split("\n\n", 1)[1] if "\n\n" in text else text
+        pair = (_split_words(body, prompt_len, reference_len) if unit == "word"
+                else _split_tokens(body, prompt_len, reference_len, tokenizer))
+        if pair is None:
+            continue
+        out.append(Prompt(len(out), doc_id, pair[0], pair[1]))
+        if len(out) == n_prompts:
+            break
+    if len(out) < n_prompts:
+        raise ValueError(f"dataset has only {len(out)} documents long enough for "
+                         f"{prompt_len}+{reference_len} {unit}s; asked for n_prompts={n_prompts}")
+    return out
+
+
+def prompts_hash(prompts: list[Prompt]) -> str:
+    blob = json.dumps([asdict(p) for p in prompts], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_documents(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """(doc_id, text) pairs from a dataset spec: ``source`` bbc | hf | file."""
+    source = spec.get("source", "bbc")
+    if source == "bbc":
+        from tmbench.data.bbc import load_bbc
+
+        return [(a.id, a.text) for a in load_bbc(spec.get("split", "test"))]
+    if source == "file":
+        return _load_file(Path(spec["path"]), spec.get("text_field", "text"))
+    if source == "hf":
+        return _load_hf(spec)
+    raise ValueError(f"unknown dataset source {source!r}; accepted: bbc, hf, file")
+
+
+def _load_file(path: Path, field: str) -> list[tuple[str, str]]:
+    if not path.exists():
+        raise ValueError(f"dataset file {path} does not exist")
+    if path.suffix == ".jsonl":
+        docs = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if line.strip():
+                row = json.loads(line)
+                if field not in row:
+                    raise ValueError(f"{path}:{i + 1} has no field {field!r}")
+                docs.append((f"{path.name}:{i}", row[field]))
+        return docs
+    # Plain text: documents separated by blank lines.
+    paras = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
+    return [(f"{path.name}:{i}", p) for i, p in enumerate(paras)]
+
+
+def _load_hf(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Hub or local datasets through `datasets` (e.g. WikiText-103 when online)."""
+    import datasets
+
+    ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "test"))
+    field = spec.get("text_field", "text")
+    docs = [(f"{spec['path']}:{i}", row[field]) for i, row in enumerate(ds)]
+    if spec.get("join_lines"):  # WikiText stores one line per row; articles start at " = X = "
+        docs = _join_wikitext(docs)
+    return [d for d in docs if d[1].strip()]
+
+
+def _join_wikitext(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    docs, cur, cur_id = [], [], None
+    for rid, line in rows:
+        s = line.strip()
+        if s.startswith("= ") and not s.startswith("= = ") and cur:
+            docs.append((cur_id, "\n\n".join(cur)))
+            cur = []
+        if cur_id is None or not cur:
+            cur_id = rid
+        if s and not s.startswith("="):
+            cur.append(s)
+    if cur:
+        docs.append((cur_id, "\n\n".join(cur)))
+    return docs
+
+
+Loader = Callable[[dict[str, Any]], list[tuple[str, str]]]

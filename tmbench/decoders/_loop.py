@@ -1,0 +1,124 @@
+"""What the token-by-token decoders share: parameter checks, the KV-cached loop, EOS trimming.
+
+The loop prefills once, then feeds one token per row per ``model.step``. Rows that emitted
+EOS keep being fed EOS (the batch stays rectangular) and are cut after their EOS at the end;
+the loop stops when every row is done or ``max_new_tokens`` tokens were chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from tmbench.decoders import filters
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def check(name: str, value, lo: float = -math.inf, hi: float = math.inf, *,
+          lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
+    """Raise ``ValueError("top_p must be a number in (0, 1], got 1.5")`` style errors.
+    Values must be finite (and ints, not bools, when ``integer``)."""
+    kind = "an integer" if integer else "a finite number"
+    ok = (isinstance(value, int) if integer else isinstance(value, (int, float)))
+    ok = ok and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi):
+        return
+    if math.isinf(lo) and math.isinf(hi):
+        accepted = kind
+    elif math.isinf(hi):
+        accepted = f"{kind} {'>' if lo_open else '>='} {lo:g}"
+    elif math.isinf(lo):
+        accepted = f"{kind} {'<' if hi_open else '<='} {hi:g}"
+    else:
+        kind = "an integer" if integer else "a number"
+        accepted = f"{kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    raise ValueError(f"{name} must be {accepted}, got {value!r}")
+
+
+def check_common(prompts: list[list[int]], max_new_tokens: int, repetition_penalty: float = 1.0,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> None:
+    """Checks every decoder shares: the prompts, the length and the three penalties."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token lists")
+    check("max_new_tokens", max_new_tokens, 1, integer=True)
+    check("repetition_penalty", repetition_penalty, 0, lo_open=True)
+    check("frequency_penalty", frequency_penalty)
+    check("presence_penalty", presence_penalty)
+
+
+def prompt_history(prompts: list[list[int]], extra: int, device: torch.device) -> torch.Tensor:
+    """(B, S + extra) long: prompts left-padded with -1 as in ``ARModel.prefill``, then
+    ``extra`` columns for generated ids (filled with -1)."""
+    S = max(len(p) for p in prompts)
+    hist = torch.full((len(prompts), S + extra), -1, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        hist[b, S - len(p):S] = torch.tensor(p, dtype=torch.long)
+    return hist.to(device)
+
+
+def trim(tokens: torch.Tensor, eos: int | None) -> list[list[int]]:
+    """(B, T) ids -> lists cut just after the first EOS of each row."""
+    rows = tokens.tolist()
+    if eos is None:
+        return rows
+    return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+def sampler(generator: Generators, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Ancestral draw from softmax(logits) with ``torch.multinomial``.
+
+    One generator: each step draws for all B rows from it, so row b's draws depend on its
+    position b and on B, never on the other rows' contents (finished rows keep drawing).
+    A sequence of B generators: row b draws only from ``generator[b]``, so its tokens do not
+    depend on the batch at all (up to the float effects of batching in the model).
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch:
+            raise ValueError(f"generator must be one torch.Generator or one per prompt "
+                             f"({batch}), got a sequence of {len(generator)}")
+        gens = list(generator)
+
+        def pick_each(logits):
+            probs = logits.softmax(-1)
+            return torch.cat([torch.multinomial(probs[b:b + 1], 1, generator=g)
+                              for b, g in enumerate(gens)])[:, 0]
+
+        return pick_each
+
+    def pick(logits):
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+    return pick
+
+
+@torch.no_grad()
+def run(model, prompts: list[list[int]], max_new_tokens: int,
+        choose: Callable[[torch.Tensor], torch.Tensor], *, repetition_penalty: float = 1.0,
+        frequency_penalty: float = 0.0, presence_penalty: float = 0.0, temperature: float = 1.0,
+        truncate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[list[int]]:
+    """The KV-cached loop: logits -> ``filters.process`` -> ``choose`` -> next token (B,)."""
+    out = model.prefill(prompts)
+    B, S, eos = len(prompts), max(len(p) for p in prompts), model.eos_token_id
+    hist = prompt_history(prompts, max_new_tokens, out.logits.device)  # (B, S + T)
+    done = torch.zeros(B, dtype=torch.bool, device=out.logits.device)
+    for t in range(max_new_tokens):
+        logits = filters.process(
+            out.logits, context=hist[:, : S + t], generated=hist[:, S:S + t],
+            repetition=repetition_penalty, frequency=frequency_penalty,
+            presence=presence_penalty, temp=temperature, truncate=truncate)
+        tok = choose(logits)  # (B,)
+        if eos is not None:
+            tok = tok.masked_fill(done, eos)
+            done |= tok == eos
+        hist[:, S + t] = tok
+        if t + 1 == max_new_tokens or bool(done.all()):
+            break
+        out = model.step(out.state, tok)
+    return trim(hist[:, S:S + t + 1], eos)

@@ -1,0 +1,61 @@
+"""Environment capture for run records and the machine fingerprint for throughput rows."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import os
+import platform
+from typing import Any
+
+import torch
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_model()
+
+
+def fingerprint(device: str) -> dict[str, Any]:
+    """What must match for two throughput numbers to be comparable."""
+    fp = {
+        "device_type": device.split(":")[0],
+        "device_name": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    fp["id"] = hashlib.sha256(repr(sorted(fp.items())).encode()).hexdigest()[:12]
+    return fp
+
+
+def environment(device: str) -> dict[str, Any]:
+    import tmbench
+
+    return {
+        "tmbench": tmbench.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: _version(p) for p in ("torch", "transformers", "tokenizers", "lm_eval",
+                                              "mauve-text", "nltk", "datasets", "numpy")},
+        "fingerprint": fingerprint(device),
+    }

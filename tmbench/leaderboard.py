@@ -1,0 +1,244 @@
+"""Leaderboard tables built from run records, never edited by hand.
+
+One table per suite version (versions never mix). Rows are model x decoder (label, resolved
+parameters, and batch size where a suite has several); cells are the mean over seeds with a 95%
+bootstrap confidence interval over prompts (per-sample scores averaged over seeds first) and n.
+Throughput columns are split into one table per machine fingerprint, since timings from
+different machines are not comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from tmbench.results import atomic_write_text, canonical, iter_records
+
+N_BOOT = 1000
+TIMING_METRICS = {"throughput"}
+
+
+@dataclass
+class Cell:
+    mean: float
+    lo: float | None
+    hi: float | None
+    n: int
+    per_prompt: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    model: str
+    decoder: str
+    params: dict[str, Any]
+    batch_size: int
+    seeds: list[int] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} / {self.decoder}"
+
+
+@dataclass
+class Table:
+    suite: str
+    version: int
+    columns: list[str]
+    arrows: dict[str, str]
+    rows: list[Row]
+    fingerprint: str | None = None  # set for throughput tables
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _aggregate(records: list[dict], key: str, rng) -> Cell | None:
+    got = [r["metrics"][key] for r in records if key in r["metrics"]]
+    if not got:
+        return None
+    values = np.array([g["value"] for g in got], dtype=float)
+    per: dict[int, list[float]] = defaultdict(list)
+    for r, g in zip([r for r in records if key in r["metrics"]], got):
+        ps = g.get("per_sample")
+        if ps and len(ps) == len(r["samples"]):
+            for s, v in zip(r["samples"], ps):
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                    per[s["prompt_index"]].append(float(v))
+    if per:
+        pp = {i: float(np.mean(v)) for i, v in per.items()}
+        arr = np.array([pp[i] for i in sorted(pp)])
+        lo, hi = bootstrap_ci(arr, rng)
+        return Cell(float(np.nanmean(values)), lo, hi, len(arr), pp)
+    if len(values) > 1:  # pooled metric, several seeds: spread over seeds
+        lo, hi = bootstrap_ci(values, rng)
+        return Cell(float(np.nanmean(values)), lo, hi, len(values))
+    return Cell(float(values[0]), None, None, 1)
+
+
+def build_tables(root: Path, suite: str | None = None, warn=print) -> list[Table]:
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for _, rec in iter_records(root, warn=warn):
+        s = rec["spec"]["suite"]
+        if suite is None or s["name"] == suite:
+            groups[(s["name"], s["version"])].append(rec)
+    tables = []
+    for (name, version), recs in sorted(groups.items()):
+        tables.extend(_tables_for(name, version, recs))
+    return tables
+
+
+def _row_key(rec: dict) -> tuple:
+    sp = rec["spec"]
+    return (sp["model"]["name"], sp["decoder"]["label"], canonical(sp["decoder"]["params"]),
+            sp["batch_size"])
+
+
+def _tables_for(name: str, version: int, recs: list[dict]) -> list[Table]:
+    rng = np.random.default_rng(0)
+    rows: dict[tuple, Row] = {}
+    for rec in recs:
+        k = _row_key(rec)
+        if k not in rows:
+            rows[k] = Row(k[0], k[1], rec["spec"]["decoder"]["params"], k[3])
+        rows[k].records.append(rec)
+        rows[k].seeds.append(rec["spec"]["seed"])
+    batch_sizes = {r.batch_size for r in rows.values() if r.model != "human"}
+    if len(batch_sizes) > 1:
+        for r in rows.values():
+            r.decoder = f"{r.decoder} b{r.batch_size}" if r.model != "human" else r.decoder
+    columns, arrows, timing_cols = [], {}, []
+    for rec in recs:
+        for k, m in rec["metrics"].items():
+            target = timing_cols if m.get("metric") in TIMING_METRICS else columns
+            if k not in target:
+                target.append(k)
+            hib = m.get("higher_is_better")
+            arrows[k] = "↑" if hib is True else "↓" if hib is False else ""
+    ordered = sorted(rows.values(), key=lambda r: (r.model != "human", r.model, r.decoder))
+    for r in ordered:
+        for c in columns:
+            cell = _aggregate(r.records, c, rng)
+            if cell:
+                r.cells[c] = cell
+    out = [Table(name, version, columns, arrows, ordered)]
+    if timing_cols:  # one throughput table per machine fingerprint
+        by_fp: dict[str, list[dict]] = defaultdict(list)
+        for rec in recs:
+            if any(m.get("metric") in TIMING_METRICS for m in rec["metrics"].values()):
+                by_fp[rec["environment"]["fingerprint"]["id"]].append(rec)
+        for fp, frecs in sorted(by_fp.items()):
+            t = _tables_for_timing(name, version, frecs, timing_cols, arrows, rng)
+            t.fingerprint = fp
+            out.append(t)
+    return out
+
+
+def _tables_for_timing(name, version, recs, cols, arrows, rng) -> Table:
+    rows: dict[tuple, Row] = {}
+    for rec in recs:
+        k = _row_key(rec)
+        rows.setdefault(k, Row(k[0], f"{k[1]} b{k[3]}", rec["spec"]["decoder"]["params"], k[3]))
+        rows[k].records.append(rec)
+        rows[k].seeds.append(rec["spec"]["seed"])
+    ordered = sorted(rows.values(), key=lambda r: (r.model, r.decoder, r.batch_size))
+    for r in ordered:
+        for c in cols:
+            cell = _aggregate(r.records, c, rng)
+            if cell:
+                r.cells[c] = cell
+    return Table(name, version, cols, arrows, ordered)
+
+
+def fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    a = abs(x)
+    if a != 0 and (a >= 1e5 or a < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.4g}" if a >= 100 else f"{x:.3f}"
+
+
+def cell_text(c: Cell | None) -> str:
+    if c is None:
+        return "–"
+    if c.lo is None or math.isnan(c.lo):
+        return fmt(c.mean)
+    return f"{fmt(c.mean)} [{fmt(c.lo)}, {fmt(c.hi)}]"
+
+
+def _params_text(p: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) or "–"
+
+
+def _title(t: Table) -> str:
+    title = f"{t.suite} v{t.version}"
+    return title + (f" — throughput, machine {t.fingerprint}" if t.fingerprint else "")
+
+
+def to_markdown(t: Table) -> str:
+    head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}".strip() for c in t.columns]
+    lines = [f"### {_title(t)}", "",
+             "Mean [95% bootstrap CI over prompts]; n = prompts (x seeds pooled per prompt).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in t.rows:
+        n = max((c.n for c in r.cells.values()), default=0)
+        cells = [r.model, r.decoder, _params_text(r.params), str(len(set(r.seeds))), str(n)]
+        cells += [cell_text(r.cells.get(c)) for c in t.columns]
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["suite", "version", "fingerprint", "model", "decoder", "params", "seeds", "metric",
+                "direction", "mean", "ci_low", "ci_high", "n"])
+    for r in t.rows:
+        for c in t.columns:
+            cell = r.cells.get(c)
+            if cell:
+                w.writerow([t.suite, t.version, t.fingerprint or "", r.model, r.decoder,
+                            canonical(r.params), len(set(r.seeds)), c, t.arrows.get(c, ""),
+                            repr(cell.mean), "" if cell.lo is None else repr(cell.lo),
+                            "" if cell.hi is None else repr(cell.hi), cell.n])
+    return buf.getvalue()
+
+
+def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=print) -> list[Path]:
+    tables = build_tables(root, suite, warn=warn)
+    by_suite: dict[tuple[str, int], list[Table]] = defaultdict(list)
+    for t in tables:
+        by_suite[(t.suite, t.version)].append(t)
+    written = []
+    for (name, version), ts in by_suite.items():
+        stem = dest / f"{name}-v{version}"
+        md = f"# Leaderboard: {name} v{version}\n\nGenerated by `tmbench leaderboard`; do not edit.\n\n"
+        md += "\n".join(to_markdown(t) for t in ts)
+        atomic_write_text(stem.with_suffix(".md"), md)
+        atomic_write_text(stem.with_suffix(".csv"), "".join(
+            to_csv(t) if i == 0 else to_csv(t).split("\n", 1)[1] for i, t in enumerate(ts)))
+        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+    return written
+
+
+def iter_cells(tables: Iterable[Table]):
+    for t in tables:
+        for r in t.rows:
+            for c, cell in r.cells.items():
+                yield t, r, c, cell

@@ -1,0 +1,175 @@
+"""Run records: one JSON file per run, keyed by a hash of everything that determines it.
+
+Layout under a results directory::
+
+    <root>/<suite>/v<version>/<run key>/record.json    # complete runs only (atomic rename)
+    <root>/<suite>/v<version>/<run key>/partial.jsonl  # finished batches of an interrupted run
+    <root>/<suite>/v<version>/<run key>/.lock          # held by the process generating it
+
+A record carries ``schema_version`` and a ``record_hash`` over its own content; a record that
+fails either check is reported once and regenerated, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def run_key(spec: dict[str, Any]) -> str:
+    """Hash of the run spec: suite+version+hash, model identity, decoder and resolved params,
+    seed, max_new_tokens, batch size, dtype, device type, tmbench version, prompt set hash."""
+    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:20]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """Join names from configs under ``root``; refuse anything that escapes it."""
+    p = root.joinpath(*parts).resolve()
+    if not p.is_relative_to(root.resolve()):
+        raise ValueError(f"path {'/'.join(parts)!r} escapes the results directory {root}")
+    return p
+
+
+def run_dir(root: Path, suite: str, version: int, key: str) -> Path:
+    return safe_join(root, suite, f"v{version}", key)
+
+
+def with_hash(record: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in record.items() if k != "record_hash"}
+    return {**body, "record_hash": hashlib.sha256(canonical(body).encode()).hexdigest()}
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(with_hash(record), indent=1, ensure_ascii=False, default=str))
+
+
+class CorruptRecord(Exception):
+    """A record file that exists but cannot be trusted."""
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptRecord(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
+    if not isinstance(rec, dict) or rec.get("schema_version") != SCHEMA_VERSION:
+        raise CorruptRecord(f"{path}: schema_version is {rec.get('schema_version') if isinstance(rec, dict) else None!r}, "
+                            f"expected {SCHEMA_VERSION}")
+    if with_hash(rec)["record_hash"] != rec.get("record_hash"):
+        raise CorruptRecord(f"{path}: content hash mismatch (edited or truncated)")
+    return rec
+
+
+def iter_records(root: Path, warn=print) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every valid record under ``root``; corrupt ones are reported once and skipped."""
+    for path in sorted(Path(root).glob("*/v*/*/record.json")):
+        try:
+            yield path, read_record(path)
+        except CorruptRecord as e:
+            warn(f"warning: ignoring corrupt record {e}")
+
+
+# ---- partial generation (resume inside a run) ---------------------------------------------
+
+def append_partial(path: Path, batch: dict[str, Any]) -> None:
+    """One finished batch per line, with its own hash; fsync so a kill loses at most the
+    batch being generated."""
+    line = canonical(with_hash(batch))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_partial(path: Path, warn=print) -> dict[int, dict[str, Any]]:
+    """Finished batches by start index; a torn or garbled line (killed mid-write) is dropped."""
+    out: dict[int, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+        try:
+            b = json.loads(line)
+            if with_hash(b)["record_hash"] != b.get("record_hash"):
+                raise ValueError("hash mismatch")
+        except (json.JSONDecodeError, ValueError, AttributeError, TypeError):
+            warn(f"warning: {path}:{n + 1}: dropping a damaged batch line; it will be regenerated")
+            continue
+        out[b["start"]] = b
+    return out
+
+
+class RunLock:
+    """An exclusive claim on a run folder (O_EXCL lock file holding the owner's pid).
+
+    A lock whose process no longer exists is stale and is taken over.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                self.held = True
+                return True
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                self.path.unlink(missing_ok=True)
+        return False
+
+    def _stale(self) -> bool:
+        try:
+            pid = int(self.path.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return True
+        if pid <= 0:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,242 @@
+"""Suite files (tasks/*.yaml): versioned data that say what to generate and how to score it.
+
+A suite is parsed safely (``yaml.safe_load``), checked field by field, and frozen into a
+:class:`Suite`. Every problem is a ``ValueError`` naming the file, the field, the bad value
+and what is accepted, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    name: str  # registry name
+    label: str  # row label in tables, e.g. "nucleus-0.95"
+    params: dict[str, Any]
+    seeds: tuple[int, ...] | None = None  # overrides the suite's seeds (argmax decoders: one)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: int
+    description: str
+    dataset: dict[str, Any]
+    max_new_tokens: int
+    batch_sizes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    samples_per_prompt: int
+    models: tuple[str, ...]
+    decoders: tuple[DecoderSpec, ...]
+    metrics: tuple[MetricSpec, ...]
+    path: str
+    content_hash: str = ""
+    human_row: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def suite_dirs() -> list[Path]:
+    return [Path.cwd() / "tasks", REPO_ROOT / "tasks"]
+
+
+def find_suite(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise ValueError(f"suite file {p} does not exist")
+        return p
+    for d in suite_dirs():
+        for ext in (".yaml", ".yml"):
+            if (d / f"{name_or_path}{ext}").exists():
+                return d / f"{name_or_path}{ext}"
+    known = list_suites()
+    import difflib
+
+    close = difflib.get_close_matches(name_or_path, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown suite {name_or_path!r}{hint} Known suites: {', '.join(known)} "
+                     "(or pass a path to a .yaml file)")
+
+
+def list_suites() -> list[str]:
+    names = set()
+    for d in suite_dirs():
+        if d.is_dir():
+            names |= {p.stem for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+class _Checker:
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, field_name: str, msg: str):
+        raise ValueError(f"{self.where}: {field_name}: {msg}")
+
+    def int_(self, d: dict, key: str, default: Any = None, lo: int = 1, hi: int = 10**7) -> int:
+        v = d.get(key, default)
+        if v is None:
+            self.fail(key, "is required (an integer)")
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            self.fail(key, f"must be an integer in [{lo}, {hi}], got {v!r}")
+        return v
+
+    def ints(self, d: dict, key: str, default: Any, lo: int = 0, hi: int = 2**31 - 1) -> tuple[int, ...]:
+        v = d.get(key, default)
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if (not isinstance(v, list) or not v
+                or any(isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi for x in v)):
+            self.fail(key, f"must be a non-empty list of integers in [{lo}, {hi}], got {v!r}")
+        if len(set(v)) != len(v):
+            self.fail(key, f"has duplicates: {v!r}")
+        return tuple(v)
+
+    def name(self, v: Any, key: str) -> str:
+        if not isinstance(v, str) or not _NAME.match(v):
+            self.fail(key, f"must be a name of letters, digits, '_', '.', '-' (max 64), got {v!r}")
+        return v
+
+    def params(self, v: Any, key: str) -> dict[str, Any]:
+        if v is None:
+            return {}
+        if not isinstance(v, dict) or any(not isinstance(k, str) for k in v):
+            self.fail(key, f"must be a mapping of parameter names to values, got {v!r}")
+        return dict(v)
+
+
+def _decoder_entries(raw: Any, c: _Checker, base: Path) -> list[DecoderSpec]:
+    if isinstance(raw, dict) and "include" in raw:
+        inc = Path(raw["include"])
+        path = inc if inc.is_absolute() else _resolve_include(inc, base)
+        data = _read_yaml(path)
+        if not isinstance(data, dict) or "decoders" not in data:
+            c.fail("decoders.include", f"{path} must be a mapping with a 'decoders' list")
+        return _decoder_entries(data["decoders"], _Checker(str(path)), path.parent)
+    if not isinstance(raw, list) or not raw:
+        c.fail("decoders", "must be a non-empty list of {name, params, label, seeds} or {include: FILE}")
+    out: list[DecoderSpec] = []
+    for i, e in enumerate(raw):
+        if isinstance(e, str):
+            e = {"name": e}
+        if isinstance(e, dict) and "include" in e:
+            out.extend(_decoder_entries(e, c, base))
+            continue
+        if not isinstance(e, dict) or "name" not in e:
+            c.fail(f"decoders[{i}]", f"must be a mapping with a 'name', got {e!r}")
+        unknown = set(e) - {"name", "params", "label", "seeds"}
+        if unknown:
+            c.fail(f"decoders[{i}]", f"unknown fields {sorted(unknown)}; accepted: name, params, label, seeds")
+        name = c.name(e["name"], f"decoders[{i}].name")
+        label = c.name(e.get("label", name), f"decoders[{i}].label")
+        seeds = c.ints(e, "seeds", None) if "seeds" in e else None
+        out.append(DecoderSpec(name, label, c.params(e.get("params"), f"decoders[{i}].params"), seeds))
+    labels = [d.label for d in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        c.fail("decoders", f"labels must be unique, repeated: {dup} (set 'label:')")
+    return out
+
+
+def _resolve_include(inc: Path, base: Path) -> Path:
+    for root in (base, Path.cwd(), REPO_ROOT):
+        if (root / inc).exists():
+            return root / inc
+    raise ValueError(f"included file {inc} not found (looked in {base}, the working directory "
+                     "and the tmbench checkout)")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read: {e}") from None
+
+
+ALLOWED = {"name", "version", "description", "dataset", "max_new_tokens", "batch_size",
+           "batch_sizes", "seeds", "samples_per_prompt", "models", "decoders", "metrics",
+           "human_row", "extra"}
+DATASET_FIELDS = {"source", "split", "n_prompts", "prompt_len", "reference_len", "prompt_unit",
+                  "tokenizer", "path", "name", "text_field", "join_lines"}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    path = find_suite(name_or_path)
+    raw = _read_yaml(path)
+    c = _Checker(str(path))
+    if not isinstance(raw, dict):
+        c.fail("(top level)", f"must be a mapping of fields, got {type(raw).__name__}")
+    unknown = set(raw) - ALLOWED
+    if unknown:
+        c.fail("(top level)", f"unknown fields {sorted(unknown)}; accepted: {', '.join(sorted(ALLOWED))}")
+    name = c.name(raw.get("name"), "name")
+    version = c.int_(raw, "version", lo=1, hi=10**6)
+    ds = raw.get("dataset")
+    if not isinstance(ds, dict):
+        c.fail("dataset", f"must be a mapping (source, split, n_prompts, prompt_len, ...), got {ds!r}")
+    bad = set(ds) - DATASET_FIELDS
+    if bad:
+        c.fail("dataset", f"unknown fields {sorted(bad)}; accepted: {', '.join(sorted(DATASET_FIELDS))}")
+    if ds.get("source", "bbc") not in ("bbc", "hf", "file"):
+        c.fail("dataset.source", f"must be one of bbc, hf, file; got {ds.get('source')!r}")
+    if ds.get("prompt_unit", "word") not in ("word", "token"):
+        c.fail("dataset.prompt_unit", f"must be 'word' or 'token', got {ds.get('prompt_unit')!r}")
+    dc = _Checker(f"{path}: dataset")
+    dataset = dict(ds, n_prompts=dc.int_(ds, "n_prompts", hi=10**6),
+                   prompt_len=dc.int_(ds, "prompt_len", 32, hi=4096),
+                   reference_len=dc.int_(ds, "reference_len", 128, hi=8192))
+    if "batch_size" in raw and "batch_sizes" in raw:
+        c.fail("batch_size", "give batch_size or batch_sizes, not both")
+    batch_sizes = c.ints(raw, "batch_sizes" if "batch_sizes" in raw else "batch_size", 8, lo=1, hi=4096)
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        c.fail("models", f"must be a non-empty list of model names, got {models!r}")
+    models = tuple(c.name(m, f"models[{i}]") for i, m in enumerate(models))
+    metrics_raw = raw.get("metrics", [])
+    if not isinstance(metrics_raw, list):
+        c.fail("metrics", f"must be a list of {{name, params}}, got {metrics_raw!r}")
+    metrics = []
+    for i, m in enumerate(metrics_raw):
+        if isinstance(m, str):
+            m = {"name": m}
+        if not isinstance(m, dict) or "name" not in m or set(m) - {"name", "params"}:
+            c.fail(f"metrics[{i}]", f"must be a mapping with 'name' and optional 'params', got {m!r}")
+        metrics.append(MetricSpec(c.name(m["name"], f"metrics[{i}].name"),
+                                  c.params(m.get("params"), f"metrics[{i}].params")))
+    decoders = _decoder_entries(raw.get("decoders"), c, path.parent)
+    human = raw.get("human_row", True)
+    if not isinstance(human, bool):
+        c.fail("human_row", f"must be true or false, got {human!r}")
+    suite = Suite(
+        name=name, version=version, description=str(raw.get("description", "")),
+        dataset=dataset, max_new_tokens=c.int_(raw, "max_new_tokens", hi=65536),
+        batch_sizes=batch_sizes, seeds=c.ints(raw, "seeds", [0]),
+        samples_per_prompt=c.int_(raw, "samples_per_prompt", 1, hi=1000),
+        models=models, decoders=tuple(decoders), metrics=tuple(metrics), path=str(path),
+        human_row=human, extra=c.params(raw.get("extra"), "extra"),
+    )
+    blob = json.dumps({k: v for k, v in suite.__dict__.items() if k not in ("path", "content_hash")},
+                      sort_keys=True, default=lambda o: o.__dict__)
+    return Suite(**{**suite.__dict__, "content_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]})
