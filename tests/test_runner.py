@@ -157,3 +157,49 @@ def test_leaderboard_tables(tmp_path, suite):
     assert "rt v3" in md and "toy-random" in md
     paths = write_leaderboards(out, tmp_path / "lb")
     assert {p.suffix for p in paths} == {".md", ".csv"}
+
+
+@register_decoder("test_oom")
+@model_kind("ar")
+def oom_decoder(model, prompts, *, max_new_tokens, generator):
+    if len(prompts) > 1:
+        raise MemoryError("simulated")
+    return argmax_decoder(model, prompts, max_new_tokens=max_new_tokens, generator=generator)
+
+
+def test_out_of_memory_backs_off_and_records_it(tmp_path, suite):
+    msgs = []
+    Runner(suite, tmp_path / "res", progress=False, log=msgs.append).run(decoders=["test_oom"])
+    rec = read_record(records(tmp_path / "res")[0])
+    assert len(rec["samples"]) == 3
+    assert rec["timings"]["memory_backoff"][0] == {"start": 0, "from": 2, "to": 1, "error": "MemoryError"}
+    ref_out = tmp_path / "ref"
+    Runner(suite, ref_out, progress=False, log=lambda *a: None).run(decoders=["test_argmax"])
+    ref = read_record(records(ref_out)[0])
+    assert [s["token_ids"] for s in rec["samples"]] == [s["token_ids"] for s in ref["samples"]]
+
+
+def test_nan_logits_stop_the_run_naming_model_step_and_prompt(tmp_path, suite):
+    from tmbench.models.base import NonFiniteError
+    from tmbench.registry import MODELS
+
+    toy = MODELS.get("toy-random")
+
+    @register_model_for_test("toy-nan")
+    def load_nan(device="cpu", dtype="float32"):
+        m = toy(device, dtype)
+        with torch.no_grad():
+            m.model.lm_head.weight[5] = float("nan")
+        m.name = "toy-nan"
+        return m
+
+    with pytest.raises(NonFiniteError, match=r"model 'toy-nan' produced NaN/inf in the prefill logits.*prompt indices 0\.\.1"):
+        Runner(suite, tmp_path / "res", progress=False, log=lambda *a: None).run(
+            models=["toy-nan"], decoders=["test_argmax"])
+    assert not list((tmp_path / "res").glob("*/v*/*/record.json"))
+
+
+def register_model_for_test(name):
+    from tmbench.registry import register_model
+
+    return register_model(name)

@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tmbench: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # NonFiniteError: a model produced NaN/inf
+        print(f"tmbench: numeric error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("tmbench: interrupted; finished batches are kept and the run resumes next time",
               file=sys.stderr)

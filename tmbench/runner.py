@@ -20,6 +20,7 @@ import torch
 from tmbench import __version__
 from tmbench.data.prompts import Prompt, load_documents, make_prompts, prompts_hash
 from tmbench.env import environment
+from tmbench.models.base import NonFiniteError
 from tmbench.registry import DECODERS, METRICS, MODELS
 from tmbench.results import (SCHEMA_VERSION, CorruptRecord, RunLock, append_partial,
                              atomic_write_text, canonical,
@@ -135,6 +136,7 @@ class Runner:
         self.suite, self.out, self.device, self.dtype = suite, Path(out_dir), device, dtype
         self.limit, self.progress, self.log = limit, progress, log
         self._models: dict[str, Any] = {}
+        self._per_model: dict[tuple, dict] = {}
         self._env = environment(device)
 
     def load_model(self, name: str) -> Any:
@@ -231,6 +233,7 @@ class Runner:
                    disable=not self.progress, unit="batch", leave=False)
         if timing and len(done) < len(starts):  # warm-up: allocator, kernels, caches
             self._decode(model, fn, plan, ids[:bs], 0, min(4, self.suite.max_new_tokens))
+        backoffs: list[dict] = []
         for start in bar:
             if start in done:
                 continue
@@ -238,7 +241,7 @@ class Runner:
             t_first = None
             if timing:
                 t_first = self._decode(model, fn, plan, batch_ids, start, 1)[1]
-            out, wall = self._decode(model, fn, plan, batch_ids, start, self.suite.max_new_tokens)
+            out, wall = self._decode_backoff(model, fn, plan, batch_ids, start, backoffs)
             per_sample = {k: v for k, v in out.info.items()
                           if isinstance(v, list) and len(v) == len(batch_ids)}
             batch_info = {k: v for k, v in out.info.items() if k not in per_sample}
@@ -261,15 +264,38 @@ class Runner:
                     token_ids=toks, reference_text=p.reference,
                     info={k: v[j] for k, v in b["info"].items()},
                 ))
-        return samples, {"batches": batches}
+        return samples, {"batches": batches, "memory_backoff": backoffs}
+
+    def _decode_backoff(self, model, fn, plan, batch_ids, start, backoffs):
+        """Decode a batch; when it runs out of memory, split it in halves (recorded) and retry."""
+        try:
+            return self._decode(model, fn, plan, batch_ids, start, self.suite.max_new_tokens)
+        except (MemoryError, torch.cuda.OutOfMemoryError) as e:
+            if len(batch_ids) == 1:
+                raise
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            half = (len(batch_ids) + 1) // 2
+            backoffs.append({"start": start, "from": len(batch_ids), "to": half,
+                             "error": type(e).__name__})
+            self.log(f"warning: out of memory at batch size {len(batch_ids)}; retrying as {half}")
+            a, wa = self._decode_backoff(model, fn, plan, batch_ids[:half], start, backoffs)
+            b, wb = self._decode_backoff(model, fn, plan, batch_ids[half:], start + half, backoffs)
+            info = {k: a.info[k] + b.info[k] for k in a.info
+                    if isinstance(a.info[k], list) and k in b.info}
+            return DecodeOutput(a.tokens + b.tokens, info), wa + wb
 
     def _decode(self, model, fn, plan: RunPlan, batch_ids, start: int, max_new: int):
         gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + start)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.inference_mode(), _autocast(self.device, self.dtype):
-            out = fn(model, batch_ids, max_new_tokens=max_new, generator=gen, **plan.params)
+        try:
+            with torch.inference_mode(), _autocast(self.device, self.dtype):
+                out = fn(model, batch_ids, max_new_tokens=max_new, generator=gen, **plan.params)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"{e}; run {plan.model}/{plan.decoder.label} seed {plan.seed}, "
+                                 f"prompt indices {start}..{start + len(batch_ids) - 1}") from None
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
@@ -291,20 +317,32 @@ class Runner:
             return m
 
         for m in self.suite.metrics:
+            fn = METRICS.get(m.name)
+            # Metrics of the model alone (held-out perplexity) are computed once per model.
+            cache_key = None
+            if getattr(fn, "per_model", False) and model is not None:
+                cache_key = (m.name, canonical(m.params), canonical(model.identity()))
+            if cache_key in self._per_model:
+                metrics.update(self._per_model[cache_key])
+                continue
+            if getattr(fn, "per_model", False) and model is None:
+                continue
             ctx = MetricContext(model=model, tokenizer=getattr(model, "tokenizer", None),
                                 load_model=load, device=self.device,
                                 cache_dir=str(self.out / ".cache"), decode_info=decode_info)
             try:
-                scores: dict[str, Score] = METRICS.get(m.name)(samples, ctx=ctx, **m.params)
+                scores: dict[str, Score] = fn(samples, ctx=ctx, **m.params)
             except (ImportError, ValueError) as e:
                 skipped[m.name] = f"{type(e).__name__}: {e}"
                 self.log(f"warning: metric {m.name} skipped: {e}")
                 continue
             notes.extend(f"{m.name}: {n}" for n in ctx.notes)
-            for k, s in scores.items():
-                metrics[k] = {"value": s.value, "per_sample": s.per_sample,
-                              "higher_is_better": s.higher_is_better, "meta": s.meta,
-                              "metric": m.name}
+            got = {k: {"value": s.value, "per_sample": s.per_sample,
+                       "higher_is_better": s.higher_is_better, "meta": s.meta, "metric": m.name}
+                   for k, s in scores.items()}
+            metrics.update(got)
+            if cache_key is not None:
+                self._per_model[cache_key] = got
         return metrics, skipped, notes, judges
 
     def _score_and_record(self, spec, key, model, samples, gen_info, plan: RunPlan) -> dict:

@@ -57,6 +57,12 @@ class KVCache:
         self.v = [None if v is None else v[:, :, :n] for v in self.v]
         return self
 
+    def copy(self) -> "KVCache":
+        """A new cache object sharing the (immutable) tensors: extending it leaves self as is."""
+        out = KVCache(len(self.k))
+        out.k, out.v = list(self.k), list(self.v)
+        return out
+
     def select(self, index: torch.Tensor) -> "KVCache":
         out = KVCache(len(self.k))
         out.k = [None if k is None else k[index] for k in self.k]

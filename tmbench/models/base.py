@@ -28,6 +28,17 @@ class DecodeState:
     attention_mask: torch.Tensor  # (B, S) long, 1 = real token, 0 = left pad
     positions: torch.Tensor  # (B,) long, position id of the next token
     prompt_hidden: torch.Tensor | None = None  # (B, S, H) when requested (contrastive search)
+    steps: int = 0  # decoding steps taken (for error messages)
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or inf where a model must produce finite numbers; names the model, step and rows."""
+
+
+def check_finite(x: torch.Tensor, model: str, where: str) -> None:
+    if not torch.isfinite(x).all():
+        rows = (~torch.isfinite(x)).flatten(1).any(1).nonzero()[:, 0].tolist()
+        raise NonFiniteError(f"model {model!r} produced NaN/inf {where} in batch rows {rows}")
 
 
 class ARModel(abc.ABC):
@@ -74,7 +85,9 @@ class ARModel(abc.ABC):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # pads get position 0; they are masked anyway
         logits, hidden, cache = self.forward(ids, mask, pos, None)
         state = DecodeState(cache, mask, pos[:, -1] + 1, hidden if keep_hidden else None)
-        return StepOutput(logits[:, -1].float(), hidden[:, -1], state)
+        last = logits[:, -1].float()
+        check_finite(last, self.name, "in the prefill logits")
+        return StepOutput(last, hidden[:, -1], state)
 
     @torch.no_grad()
     def step(self, state: DecodeState, tokens: torch.Tensor) -> StepOutput:
@@ -83,14 +96,17 @@ class ARModel(abc.ABC):
         pos = state.positions[:, None]
         logits, hidden, cache = self.forward(tokens[:, None].to(self.device), mask, pos, state.cache)
         new = DecodeState(cache, mask, state.positions + 1, None)
-        return StepOutput(logits[:, -1].float(), hidden[:, -1], new)
+        new.steps = state.steps + 1
+        last = logits[:, -1].float()
+        check_finite(last, self.name, f"in the logits at decoding step {new.steps}")
+        return StepOutput(last, hidden[:, -1], new)
 
     def select(self, state: DecodeState, index: torch.Tensor) -> DecodeState:
         index = index.to(self.device)
         ph = state.prompt_hidden[index] if state.prompt_hidden is not None else None
         return DecodeState(
             self.select_cache(state.cache, index), state.attention_mask[index],
-            state.positions[index], ph,
+            state.positions[index], ph, state.steps,
         )
 
     @torch.no_grad()
