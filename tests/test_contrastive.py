@@ -53,7 +53,7 @@ def test_hand_computed_choices():
     cos(0,2)=cos(1,2)=cos(0,4)=1/sqrt2=.707, cos(0,3)=-1/1.0198=-.981, cos(1,3)=.2/1.0198=.196,
     cos(2,5)=-.707, cos(3,5)=-.196, cos(1,5)=-1, orthogonal pairs 0.
 
-    Row a, prompt [0]. Step 1, candidates 1 (.4), 2 (.3), 3 (.2) against {0}:
+    Row a, prompt [0, 0]. Step 1, candidates 1 (.4), 2 (.3), 3 (.2) against {0}:
       1: .2 - 0 = .2;  2: .15 - .354 = -.204;  3: .1 + .490 = .590  -> 3 (greedy would take 1)
     Step 2, context {0, 3}, candidates 3 (.5), 1 (.3), 4 (.15):
       3: .25 - .5 (3 is in the context) = -.25;  1: .15 - .098 = .052;
@@ -66,7 +66,7 @@ def test_hand_computed_choices():
       0: .175 - .354 = -.179;  1: .15 - .354 = -.204;  5: .1 - .5 = -.4  -> 0
     """
     model = ToyAR(PROBS, EMB)
-    out = contrastive(model, [[0], [5]], max_new_tokens=2, generator=None, k=3, alpha=0.5)
+    out = contrastive(model, [[0, 0], [5]], max_new_tokens=2, generator=None, k=3, alpha=0.5)
     assert out == [[3, 1], [2, 0]]
     # the same row 'a' beside a longer prompt (so 'a' is now the padded one)
     out = contrastive(model, [[0], [1, 1, 5]], max_new_tokens=2, generator=None, k=3, alpha=0.5)
@@ -74,11 +74,14 @@ def test_hand_computed_choices():
 
 
 def test_toy_alpha_zero_is_greedy_and_eos_stops():
+    """EOS = 1. Greedy: a 0 -> 1 (EOS); b 5 -> 0 -> 1 (EOS). Contrastive: a stops at its
+    second token 1 (EOS); b goes on: step 3, context {5, 2, 0}, candidates 1 (.4), 2 (.3), 3 (.2):
+    1: .2 - .354 = -.154;  2: .15 - .5 = -.35;  3: max cos = cos(3,5) = -.196, .1 + .098 -> 3."""
     model = ToyAR(PROBS, EMB, eos=1)
     assert contrastive(model, [[0], [5]], max_new_tokens=3, generator=None, k=3,
                        alpha=0.0) == [[1], [0, 1]]
     assert contrastive(model, [[0], [5]], max_new_tokens=3, generator=None, k=3,
-                       alpha=0.5) == [[3, 1], [2, 0, 1]]
+                       alpha=0.5) == [[3, 1], [2, 0, 3]]
 
 
 # ---- a slow, uncached reference on a tiny random Llama -------------------------------
@@ -124,7 +127,7 @@ def test_matches_uncached_reference(hf, k, alpha, eos):
 
 
 def test_transformers_contrastive_search(hf):
-    """transformers >= 4.56 moved contrastive search to the hub repo
+    """Recent transformers moved contrastive search to the hub repo
     transformers-community/contrastive-search, which cannot be fetched offline."""
     prompt = torch.tensor([[5, 17, 33, 8]])
     try:

@@ -156,7 +156,7 @@ def test_leaderboard_tables(tmp_path, suite):
     md = to_markdown(t)
     assert "rt v3" in md and "toy-random" in md
     paths = write_leaderboards(out, tmp_path / "lb")
-    assert {p.suffix for p in paths} == {".md", ".csv"}
+    assert {p.suffix for p in paths} == {".md", ".csv", ".html"}
 
 
 @register_decoder("test_oom")

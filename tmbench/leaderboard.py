@@ -35,6 +35,20 @@ class Cell:
 
 
 @dataclass
+class Paired:
+    """Paired bootstrap of (row - reference) over the prompts both rows scored."""
+
+    diff: float
+    lo: float
+    hi: float
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        return self.n >= 2 and (self.lo > 0 or self.hi < 0)
+
+
+@dataclass
 class Row:
     model: str
     decoder: str
@@ -43,6 +57,8 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     cells: dict[str, Cell] = field(default_factory=dict)
+    paired: dict[str, Paired] = field(default_factory=dict)
+    reference: str | None = None  # the row this one is compared with
 
     @property
     def name(self) -> str:
@@ -91,7 +107,34 @@ def _aggregate(records: list[dict], key: str, rng) -> Cell | None:
     return Cell(float(values[0]), None, None, 1)
 
 
-def build_tables(root: Path, suite: str | None = None, warn=print) -> list[Table]:
+def paired_bootstrap(a: dict[int, float], b: dict[int, float], rng, n_boot: int = N_BOOT) -> Paired | None:
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return None
+    d = np.array([a[i] - b[i] for i in common])
+    lo, hi = bootstrap_ci(d, rng, n_boot)
+    return Paired(float(d.mean()), lo, hi, len(common))
+
+
+def add_paired(table: Table, reference: str = "greedy", rng=None) -> None:
+    """Compare every row with the same model's ``reference`` decoder row, prompt by prompt."""
+    rng = rng or np.random.default_rng(1)
+    refs = {r.model: r for r in table.rows if r.decoder.split(" b")[0] == reference}
+    for r in table.rows:
+        ref = refs.get(r.model)
+        if ref is None or ref is r:
+            continue
+        r.reference = ref.name
+        for c, cell in r.cells.items():
+            other = ref.cells.get(c)
+            if other and cell.per_prompt and other.per_prompt:
+                p = paired_bootstrap(cell.per_prompt, other.per_prompt, rng)
+                if p:
+                    r.paired[c] = p
+
+
+def build_tables(root: Path, suite: str | None = None, warn=print,
+                 reference: str = "greedy") -> list[Table]:
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for _, rec in iter_records(root, warn=warn):
         s = rec["spec"]["suite"]
@@ -100,6 +143,9 @@ def build_tables(root: Path, suite: str | None = None, warn=print) -> list[Table
     tables = []
     for (name, version), recs in sorted(groups.items()):
         tables.extend(_tables_for(name, version, recs))
+    for t in tables:
+        if t.fingerprint is None:
+            add_paired(t, reference)
     return tables
 
 
@@ -174,12 +220,13 @@ def fmt(x: float | None) -> str:
     return f"{x:.4g}" if a >= 100 else f"{x:.3f}"
 
 
-def cell_text(c: Cell | None) -> str:
+def cell_text(c: Cell | None, p: Paired | None = None) -> str:
     if c is None:
         return "–"
+    mark = " *" if p is not None and p.significant else ""
     if c.lo is None or math.isnan(c.lo):
-        return fmt(c.mean)
-    return f"{fmt(c.mean)} [{fmt(c.lo)}, {fmt(c.hi)}]"
+        return fmt(c.mean) + mark
+    return f"{fmt(c.mean)} [{fmt(c.lo)}, {fmt(c.hi)}]{mark}"
 
 
 def _params_text(p: dict) -> str:
@@ -194,12 +241,13 @@ def _title(t: Table) -> str:
 def to_markdown(t: Table) -> str:
     head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}".strip() for c in t.columns]
     lines = [f"### {_title(t)}", "",
-             "Mean [95% bootstrap CI over prompts]; n = prompts (x seeds pooled per prompt).", "",
+             "Mean [95% bootstrap CI over prompts]; n = prompts (seeds averaged per prompt). "
+             "`*` = differs from the same model's greedy row (paired bootstrap over prompts, 95%).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in t.rows:
         n = max((c.n for c in r.cells.values()), default=0)
         cells = [r.model, r.decoder, _params_text(r.params), str(len(set(r.seeds))), str(n)]
-        cells += [cell_text(r.cells.get(c)) for c in t.columns]
+        cells += [cell_text(r.cells.get(c), r.paired.get(c)) for c in t.columns]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -208,7 +256,8 @@ def to_csv(t: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["suite", "version", "fingerprint", "model", "decoder", "params", "seeds", "metric",
-                "direction", "mean", "ci_low", "ci_high", "n"])
+                "direction", "mean", "ci_low", "ci_high", "n", "reference", "diff_vs_reference",
+                "diff_ci_low", "diff_ci_high", "significant"])
     for r in t.rows:
         for c in t.columns:
             cell = r.cells.get(c)
@@ -216,8 +265,16 @@ def to_csv(t: Table) -> str:
                 w.writerow([t.suite, t.version, t.fingerprint or "", r.model, r.decoder,
                             canonical(r.params), len(set(r.seeds)), c, t.arrows.get(c, ""),
                             repr(cell.mean), "" if cell.lo is None else repr(cell.lo),
-                            "" if cell.hi is None else repr(cell.hi), cell.n])
+                            "" if cell.hi is None else repr(cell.hi), cell.n]
+                           + _paired_cols(r, c))
     return buf.getvalue()
+
+
+def _paired_cols(r: Row, c: str) -> list:
+    p = r.paired.get(c)
+    if p is None:
+        return [r.reference or "", "", "", "", ""]
+    return [r.reference, repr(p.diff), repr(p.lo), repr(p.hi), p.significant]
 
 
 def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=print) -> list[Path]:
@@ -233,7 +290,13 @@ def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=pr
         atomic_write_text(stem.with_suffix(".md"), md)
         atomic_write_text(stem.with_suffix(".csv"), "".join(
             to_csv(t) if i == 0 else to_csv(t).split("\n", 1)[1] for i, t in enumerate(ts)))
-        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        from tmbench.report import CSS, table_html
+
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{name} v{version}</title>"
+                f"<style>{CSS}</style></head><body><h1>Leaderboard: {name} v{version}</h1>"
+                + "".join(f"<h2>{_title(t)}</h2>" + table_html(t) for t in ts) + "</body></html>")
+        atomic_write_text(stem.with_suffix(".html"), page)
+        written += [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".html")]
     return written
 
 

@@ -1,0 +1,193 @@
+"""Any tmbench model as an lm-evaluation-harness ``LM``, so lm-eval tasks can score it.
+
+The model needs ``tokenizer`` (tmbench ``Tokenizer``: encode/decode/eos_token_id) and
+``token_logprobs(seqs) -> list[Tensor]`` (log p(x_t | x_<t), t = 1..T-1, teacher forced). AR
+models have it in ``ARModel``; TM models score tokens by their induced distribution
+(DESIGN 3.5). Usage::
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    res = simple_evaluate(model=TmbenchLM(model), tasks=["wikitext"],  # online task
+                          task_manager=TaskManager())
+
+Protocol, the same as lm-eval's ``HFLM`` so numbers are comparable:
+
+- ``loglikelihood``: context and continuation split as lm-eval's ``TemplateLM`` does; the
+  pair is left-truncated to ``max_length + 1`` tokens. ``is_greedy`` is computed for AR models
+  (an extra forward for the logits); for other models it is False.
+- ``loglikelihood_rolling``: disjoint windows from ``lm_eval.utils.get_rolling_token_windows``
+  with ``context_len`` (default 1, lm-eval's choice): each window feeds ``max_length`` tokens,
+  the first window is prefixed by ``prefix_token_id`` (BOS, else EOS), and the stride is
+  ``max_length - context_len + 1`` predicted tokens per window; the last window keeps a full
+  context. Every token is predicted exactly once.
+- ``generate_until``: greedy. AR models through ``prefill``/``step``; TM models through the
+  ``maturation`` decoder (argmax commit, generator seeded 0). The context is left-truncated to
+  ``max_length - max_gen_toks``; stops at EOS, a stop string, or ``max_gen_toks``.
+- ``max_length`` defaults to the model's context minus one, because ``token_logprobs`` also
+  feeds the last (scored) token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+
+
+def context_length(model: Any) -> int | None:
+    """The model's maximum sequence length, from the attributes tmbench and transformers use."""
+    for obj in (model, getattr(model, "config", None), getattr(model, "backbone", None),
+                getattr(getattr(model, "backbone", None), "config", None),
+                getattr(getattr(model, "model", None), "config", None)):
+        for attr in ("max_length", "context_length", "block_size", "max_position_embeddings",
+                     "n_positions"):
+            v = getattr(obj, attr, None) if obj is not None else None
+            if isinstance(v, int) and v > 1:
+                return v
+    return None
+
+
+class TmbenchLM(TemplateLM):
+    backend = "causal"
+
+    def __init__(self, model: Any, *, max_length: int | None = None, context_len: int = 1,
+                 max_gen_toks: int = 256, prefix_token_id: int | None = None,
+                 batch_size: int = 1):
+        super().__init__()
+        if getattr(model, "tokenizer", None) is None or not hasattr(model, "token_logprobs"):
+            raise ValueError("TmbenchLM needs a model with .tokenizer and .token_logprobs(seqs)")
+        self.model, self.tok = model, model.tokenizer
+        ctx = context_length(model)
+        if max_length is None:
+            if ctx is None:
+                raise ValueError(f"cannot tell the context length of {type(model).__name__}; "
+                                 "pass max_length=")
+            max_length = min(ctx - 1, 2048)
+        if max_length < 2 or (ctx is not None and max_length > ctx - 1):
+            raise ValueError(f"max_length must be in [2, context - 1 = {ctx and ctx - 1}], "
+                             f"got {max_length}")
+        if not 1 <= context_len <= max_length:
+            raise ValueError(f"context_len must be in [1, max_length], got {context_len}")
+        self._max_length, self.context_len = int(max_length), int(context_len)
+        self._max_gen_toks, self.batch_size = int(max_gen_toks), int(batch_size)
+        bos = getattr(self.tok, "bos_token_id", None)
+        if bos is None:
+            bos = getattr(getattr(self.tok, "tok", None), "bos_token_id", None)
+        self._prefix = prefix_token_id if prefix_token_id is not None else (
+            bos if bos is not None else self.tok.eos_token_id)
+        if self._prefix is None:
+            raise ValueError("the tokenizer has neither BOS nor EOS; pass prefix_token_id=")
+        self.token_counts: dict[str, int] = {}  # rolling requests: string -> scored tokens
+
+    # ---- what TemplateLM asks for ---------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.tok.eos_token_id if self.tok.eos_token_id is not None else self._prefix
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self._prefix
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kw) -> list[int]:
+        return list(self.tok.encode(string))
+
+    def tok_decode(self, tokens, skip_special_tokens: bool = True) -> str:
+        return self.tok.decode(list(tokens) if not isinstance(tokens, int) else [tokens])
+
+    def identity(self) -> dict[str, Any]:
+        ident = self.model.identity() if hasattr(self.model, "identity") else {}
+        return {"model": ident, "max_length": self.max_length, "context_len": self.context_len,
+                "stride": self.max_length - self.context_len + 1, "prefix_token_id": self._prefix}
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def _score(self, seq: list[int], n_cont: int, greedy: bool) -> tuple[float, bool]:
+        """Sum of log p of the last ``n_cont`` tokens of ``seq`` and whether each is argmax."""
+        lp = self.model.token_logprobs([seq])[0][-n_cont:]  # (n_cont,)
+        is_greedy = False
+        if greedy and getattr(self.model, "kind", None) == "ar" and hasattr(self.model, "forward"):
+            ids = torch.tensor([seq[:-1]], device=self.model.device)
+            pos = torch.arange(ids.shape[1], device=self.model.device)[None]
+            with torch.no_grad():
+                logits = self.model.forward(ids, torch.ones_like(ids), pos, None)[0]
+            top = logits[0, -n_cont:].argmax(-1).cpu()
+            is_greedy = bool((top == torch.tensor(seq[-n_cont:])).all())
+        return float(lp.double().sum()), is_greedy
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kw):
+        out = []
+        for strings, ctx, cont in requests:
+            assert 0 < len(cont) <= self.max_length
+            seq = (ctx + cont)[-(self.max_length + 1):]
+            out.append(self._score(seq, len(cont), greedy=True))
+            self.cache_hook.add_partial("loglikelihood", strings, out[-1])
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        out = []
+        for (string,) in [r.args for r in requests]:
+            tokens = self.tok_encode(string)
+            windows = map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
+                token_list=tokens, prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length, context_len=self.context_len))
+            total = 0.0
+            for ctx, cont in windows:
+                total += self._score(ctx + cont, len(cont), greedy=False)[0]
+            self.token_counts[string] = len(tokens)
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
+        return out
+
+    # ---- generation ------------------------------------------------------------------------
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+        res = []
+        for context, gen_kwargs in [r.args for r in requests]:
+            kw = normalize_gen_kwargs(dict(gen_kwargs or {}), self.max_gen_toks)
+            if kw.get("do_sample"):
+                raise ValueError("TmbenchLM.generate_until is greedy only (do_sample=True given); "
+                                 "sample with tmbench decoders instead")
+            eos = self.tok_decode([self.eot_token_id]) if self.tok.eos_token_id is not None else None
+            until = handle_stop_sequences(kw.get("until"), eos=eos or None)
+            n = int(kw["max_gen_toks"])
+            ids = self.tok_encode(context)[-max(1, self.max_length - n):] or [self.prefix_token_id]
+            toks = self._greedy(ids, n, until)
+            text = self.tok_decode(toks)
+            for stop in until:
+                if stop:
+                    text = text.split(stop)[0]
+            res.append(text)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return res
+
+    @torch.no_grad()
+    def _greedy(self, ids: list[int], n: int, until: list[str]) -> list[int]:
+        m = self.model
+        eos = getattr(m, "eos_token_id", None)
+        if getattr(m, "kind", "ar") == "tm":
+            from tmbench.decoders.maturation import maturation
+
+            out = maturation(m, [ids], max_new_tokens=n, generator=torch.Generator().manual_seed(0))
+            toks = list(getattr(out, "tokens", out)[0])
+            return toks[:toks.index(eos)] if eos in toks else toks
+        step = m.prefill([ids])
+        toks: list[int] = []
+        for _ in range(n):
+            t = int(step.logits[0].argmax())
+            if eos is not None and t == eos:
+                break
+            toks.append(t)
+            if until and any(s and s in self.tok_decode(toks) for s in until):
+                break
+            step = m.step(step.state, torch.tensor([t]))
+        return toks

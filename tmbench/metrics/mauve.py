@@ -1,0 +1,132 @@
+"""MAUVE (Pillutla et al. 2021) of model continuations against the human references, with
+the ``mauve-text`` package on precomputed features.
+
+P = the human reference continuations (``Sample.reference_text``, one per prompt), Q = the
+model continuations (``Sample.text``). Features come from a named featurizer (offline default
+``all-minilm-l6-v2``; ``gpt2-large``, the paper's, where the hub is reachable) and are cached on
+disk per (featurizer identity, max text length, text). k-means is run for several seeds and the
+key reports their mean; ``meta`` has every seed's value, the spread, the resolved number of
+buckets, the scaling factor c and n. Scale 0-1 (papers often print x100).
+
+The human row (texts equal to their references) is skipped: MAUVE of P against itself says
+nothing. MAUVE is biased and noisy at small n; the authors use 5,000 samples per side, so a
+note is recorded below ``RECOMMENDED_N``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmbench.types import MetricContext, Sample, Score, metric_key
+
+RECOMMENDED_N = 2000  # "a few thousand" (MAUVE README); the paper uses 5,000
+
+
+def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-minilm-l6-v2",
+          max_text_length: int = 256, num_buckets: int | str = "auto", scaling_factor: float = 5.0,
+          seeds=(1, 2, 3), kmeans_explained_var: float = 0.9, kmeans_num_redo: int = 5,
+          kmeans_max_iter: int = 500) -> dict[str, Score]:
+    if num_buckets != "auto" and (not isinstance(num_buckets, int) or num_buckets < 2):
+        raise ValueError(f"num_buckets must be 'auto' or an integer >= 2, got {num_buckets!r}")
+    seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one k-means seed")
+    if not samples:
+        return {}
+    if all(s.text == s.reference_text for s in samples):
+        ctx.notes.append("mauve: human row (texts are the references); MAUVE of human text "
+                         "against itself is not meaningful, skipped")
+        return {}
+    import mauve as mauve_pkg  # lazy: pulls faiss and scikit-learn
+
+    feat = featurizer_from_ctx(ctx, featurizer)
+    refs: dict[int, str] = {}
+    for s in samples:
+        refs.setdefault(s.prompt_index, s.reference_text)
+    p = embed_cached(feat, list(refs.values()), max_text_length, ctx.cache_dir)
+    q = embed_cached(feat, [s.text for s in samples], max_text_length, ctx.cache_dir)
+    n = min(len(p), len(q))
+    if n < RECOMMENDED_N:
+        ctx.notes.append(f"mauve: n={n} (P {len(p)}, Q {len(q)}) is below the few thousand "
+                         f"samples the MAUVE authors recommend (paper: 5,000); expect a biased, "
+                         "high-variance estimate and compare only at equal n")
+    vals, stars, buckets = [], [], None
+    for seed in seeds:
+        out = mauve_pkg.compute_mauve(
+            p_features=p, q_features=q, num_buckets=num_buckets, mauve_scaling_factor=scaling_factor,
+            kmeans_explained_var=kmeans_explained_var, kmeans_num_redo=kmeans_num_redo,
+            kmeans_max_iter=kmeans_max_iter, seed=int(seed), verbose=False)
+        vals.append(float(out.mauve))
+        stars.append(float(out.mauve_star))
+        buckets = int(out.num_buckets)
+    meta = {
+        "featurizer": feat.identity(), "max_text_length": max_text_length,
+        "truncation": "first max_text_length featurizer tokens kept",
+        "num_buckets": buckets, "num_buckets_param": num_buckets,
+        "scaling_factor": scaling_factor, "seeds": list(seeds), "per_seed": vals,
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "min": min(vals), "max": max(vals), "mauve_star_mean": float(np.mean(stars)),
+        "n_p_human": len(p), "n_q_model": len(q), "scale": "0-1",
+        "kmeans": {"explained_var": kmeans_explained_var, "num_redo": kmeans_num_redo,
+                   "max_iter": kmeans_max_iter, "pca": "all data"},
+        "package": f"mauve-text {_version('mauve-text')}",
+    }
+    return {metric_key("mauve", c=scaling_factor, featurizer=featurizer):
+            Score(float(np.mean(vals)), None, True, meta)}
+
+
+def featurizer_from_ctx(ctx: MetricContext, name: str) -> Any:
+    """Load a featurizer through the runner (so it is recorded). A name the model registry does
+    not know is taken as a hub model (online only), featurized as MAUVE does."""
+    from tmbench.models import featurizers
+    from tmbench.registry import MODELS
+
+    if name not in MODELS:
+        f = featurizers.load_hf_featurizer(name, device=ctx.device)
+        ctx.notes.append(f"featurizer {name!r} loaded from the hub (not in the model registry)")
+        return f
+    f = ctx.load_model(name)
+    if hasattr(f, "embed"):
+        return f
+    if hasattr(f, "model") and hasattr(getattr(f, "tokenizer", None), "tok"):  # an HFModel
+        return featurizers.LastTokenFeaturizer(f.model, f.tokenizer.tok, name,
+                                               getattr(f, "content_hash", None))
+    raise ValueError(f"model {name!r} cannot featurize text (no embed(); not a transformers model)")
+
+
+def embed_cached(feat: Any, texts: list[str], max_length: int, cache_dir: str | None) -> np.ndarray:
+    """``feat.embed`` with an on-disk cache keyed by featurizer identity, max length and text;
+    files are written atomically (temp file + rename), so parallel runs can share the cache."""
+    if cache_dir is None:
+        return feat.embed(texts, max_length)
+    ident = json.dumps(feat.identity(), sort_keys=True, default=str) + f"|max_length={max_length}"
+    folder = Path(cache_dir) / "features" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    paths = [folder / f"{hashlib.sha256(t.encode()).hexdigest()}.npy" for t in texts]
+    have = {i: np.load(p) for i, p in enumerate(paths) if p.exists()}
+    todo = [i for i in range(len(texts)) if i not in have]
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        new = feat.embed([texts[i] for i in todo], max_length)
+        for i, v in zip(todo, new):
+            have[i] = v
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, v)
+            os.replace(tmp, paths[i])
+    return np.stack([have[i] for i in range(len(texts))])
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,220 @@
+"""Perplexity: held-out perplexity of the generator (through lm-eval) and generation
+perplexity of the samples under a pinned judge.
+
+``heldout_ppl``: the generator scores held-out text with lm-eval's ``loglikelihood_rolling``
+(model wrapped by :class:`tmbench.lm_eval_adapter.TmbenchLM`). Default corpus: the first
+``n_articles`` BBC test articles (content-hash order), written to a JSONL file and run as the
+local task ``tasks/lm_eval/tmbench_bbc_ppl.yaml``. With ``lm_eval_task="wikitext"`` (or any
+lm-eval perplexity task) it runs lm-eval's own task instead, which needs the hub for its data.
+Keys: ``heldout_ppl[corpus=C,unit=word|byte|token]`` and ``bits_per_byte[corpus=C]``; word and
+byte perplexities are lm-eval's (comparable across tokenizers), token perplexity depends on
+the tokenizer. The human row is skipped (no generator). Results are cached on disk per model
+content hash and parameters, since every decoder and seed of a model would recompute them.
+
+``gen_ppl``: each continuation re-tokenised with the judge's tokenizer and scored given its
+prompt (prompt and continuation encoded separately and concatenated, no BOS; the prompt is
+not scored). Longer than ``window`` tokens: the continuation is scored in chunks of ``stride``
+tokens, each with up to ``window`` tokens of context. Per sample: exp(mean token NLL); the
+key's value is the mean over samples, ``meta["pooled"]`` the token-weighted figure. Applies to
+the human row too (the judge scores the reference). Degenerate text scores low, so read it
+next to a diversity figure (DESIGN 8.8); closer to the human row is better.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmbench.types import MetricContext, Sample, Score, metric_key
+
+TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
+BBC_TASK = "tmbench_bbc_ppl"
+CORPORA = ("bbc-test", "bbc-valid")
+
+
+# ---- held-out perplexity ----------------------------------------------------------------------
+def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc-test",
+                n_articles: int = 8, max_length: int | None = None, context_len: int = 1,
+                lm_eval_task: str | None = None) -> dict[str, Score]:
+    if ctx.model is None:
+        ctx.notes.append("heldout_ppl: no generator model (human row); skipped")
+        return {}
+    if lm_eval_task is None and corpus not in CORPORA:
+        raise ValueError(f"unknown corpus {corpus!r}; accepted: {', '.join(CORPORA)} "
+                         "(or lm_eval_task=<an lm-eval perplexity task>)")
+    if n_articles < 1:
+        raise ValueError(f"n_articles must be >= 1, got {n_articles}")
+    from tmbench.lm_eval_adapter import TmbenchLM
+
+    lm = TmbenchLM(ctx.model, max_length=max_length, context_len=context_len)
+    label = lm_eval_task or corpus
+    data_path, data_hash = (None, None) if lm_eval_task else _write_corpus(corpus, n_articles, ctx)
+    params = {"corpus": label, "n_articles": None if lm_eval_task else n_articles,
+              "adapter": lm.identity(), "data_sha256": data_hash, "lm_eval": _version("lm_eval")}
+    cached = _cache_get(ctx, params)
+    res = cached if cached is not None else _run_lm_eval(lm, lm_eval_task, data_path)
+    if cached is None:
+        _cache_put(ctx, params, res)
+    meta = {**params, "task": res["task"], "task_version": res["version"],
+            "n_docs": res["n_docs"], "tokens": res["tokens"], "per_doc_loglik": res["logliks"],
+            "window": lm.max_length, "stride": lm.max_length - lm.context_len + 1,
+            "cached": cached is not None}
+    out = {
+        metric_key("heldout_ppl", corpus=label, unit="word"): Score(res["word_perplexity"], None, False, meta),
+        metric_key("heldout_ppl", corpus=label, unit="byte"): Score(res["byte_perplexity"], None, False, meta),
+        metric_key("bits_per_byte", corpus=label): Score(res["bits_per_byte"], None, False, meta),
+    }
+    if res["tokens"]:
+        out[metric_key("heldout_ppl", corpus=label, unit="token")] = Score(
+            math.exp(-sum(res["logliks"]) / res["tokens"]), None, False,
+            meta | {"note": "per model token; not comparable across tokenizers"})
+    return out
+
+
+def _run_lm_eval(lm: Any, task: str | None, data_path: str | None) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    if task is None:
+        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+        spec: Any = {"task": BBC_TASK, "dataset_kwargs": {"data_files": {"test": data_path}}}
+        name = BBC_TASK
+    else:
+        tm, spec, name = TaskManager(), task, task
+    out = simple_evaluate(model=lm, tasks=[spec], task_manager=tm, log_samples=True,
+                          bootstrap_iters=0, verbosity="ERROR")
+    r = out["results"][name]
+    docs = out["samples"][name]
+    logliks = [float(d["resps"][0][0]) if isinstance(d["resps"][0], list) else float(d["resps"][0])
+               for d in docs]
+    strings = [d["arguments"][0][0] if isinstance(d["arguments"][0], (list, tuple)) else d["arguments"][0]
+               for d in docs]
+    return {"task": name, "version": out.get("versions", {}).get(name),
+            "word_perplexity": float(r["word_perplexity,none"]),
+            "byte_perplexity": float(r["byte_perplexity,none"]),
+            "bits_per_byte": float(r["bits_per_byte,none"]),
+            "n_docs": len(docs), "logliks": logliks,
+            "tokens": sum(lm.token_counts.get(s, 0) for s in strings)}
+
+
+def _write_corpus(corpus: str, n: int, ctx: MetricContext) -> tuple[str, str]:
+    from tmbench.data.bbc import load_bbc
+
+    arts = load_bbc(corpus.split("-", 1)[1])[:n]
+    blob = "".join(json.dumps({"id": a.id, "text": a.text}) + "\n" for a in arts)
+    digest = hashlib.sha256(blob.encode()).hexdigest()
+    folder = Path(ctx.cache_dir or tempfile.gettempdir()) / "lm_eval_data"
+    path = folder / f"{corpus}-{n}-{digest[:12]}.jsonl"
+    if not path.exists():
+        _atomic_write(path, blob)
+    return str(path), digest
+
+
+def _cache_path(ctx: MetricContext, params: dict) -> Path | None:
+    ident = params["adapter"]["model"]
+    if ctx.cache_dir is None or not ident.get("content_hash"):
+        return None  # an unidentified model (e.g. random weights in tests) is never cached
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(ctx.cache_dir) / "heldout_ppl" / f"{key[:24]}.json"
+
+
+def _cache_get(ctx: MetricContext, params: dict) -> dict | None:
+    p = _cache_path(ctx, params)
+    return json.loads(p.read_text()) if p is not None and p.exists() else None
+
+
+def _cache_put(ctx: MetricContext, params: dict, res: dict) -> None:
+    p = _cache_path(ctx, params)
+    if p is not None:
+        _atomic_write(p, json.dumps(res))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---- generation perplexity ---------------------------------------------------------------------
+def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "smollm2-135m",
+            window: int = 1024, stride: int = 512) -> dict[str, Score]:
+    if not samples:
+        return {}
+    jm = ctx.load_model(judge)
+    lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride)
+    per = [math.exp(-float(lp.mean())) if len(lp) else float("nan") for lp in lps]
+    ok = [p for p in per if not math.isnan(p)]
+    n_tok = sum(len(lp) for lp in lps)
+    meta |= {"pooled": math.exp(-sum(float(lp.sum()) for lp in lps) / n_tok) if n_tok else None,
+             "aggregate": "mean over samples of exp(mean token NLL)",
+             "reading": "lower is not better by itself: closer to the human row is"}
+    return {metric_key("gen_ppl", judge=judge): Score(
+        float(np.mean(ok)) if ok else float("nan"), per if len(ok) == len(per) else None, None, meta)}
+
+
+def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window: int,
+                   stride: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Per sample, the judge's log-probabilities (nats) of the continuation tokens given the
+    prompt, under the judge's own tokenizer; and the protocol for ``meta``."""
+    if not 1 <= stride < window:
+        raise ValueError(f"need 1 <= stride < window, got stride={stride}, window={window}")
+    human = ctx.model is None or bool(ctx.decode_info.get("human"))
+    tok = jm.tokenizer
+    prefix = getattr(getattr(tok, "tok", None), "bos_token_id", None)
+    prefix = tok.eos_token_id if prefix is None else prefix
+    out, empty = [], 0
+    for s in samples:
+        prompt, cont = s.prompt_text, s.text
+        if human and prompt and cont and not prompt[-1].isspace() and not cont[0].isspace():
+            cont = " " + cont  # references are the words after the prompt, without the space
+        p_ids = list(tok.encode(prompt)) or [prefix]
+        c_ids = list(tok.encode(cont))
+        empty += not c_ids
+        out.append(_continuation_logprobs(jm, p_ids, c_ids, window, stride))
+    if empty:
+        ctx.notes.append(f"{empty} samples have an empty continuation; they get no judge score")
+    ident = jm.identity() if hasattr(jm, "identity") else {"name": str(jm)}
+    gen = ctx.model.identity() if ctx.model is not None and hasattr(ctx.model, "identity") else None
+    if gen is not None and gen == ident:
+        ctx.notes.append("the judge is the generator itself; its scores are not independent")
+    return out, {"judge": ident, "window": window, "stride": stride,
+                 "retokenisation": "prompt_text and text re-encoded separately with the judge "
+                                   "tokenizer, concatenated, no BOS; prompt tokens not scored"
+                                   + ("; a space is put between prompt and reference (human row)"
+                                      if human else ""),
+                 "n_tokens": int(sum(len(x) for x in out))}
+
+
+def _continuation_logprobs(jm: Any, p_ids: list[int], c_ids: list[int], window: int,
+                           stride: int) -> np.ndarray:
+    seq, start = p_ids + c_ids, len(p_ids)
+    if not c_ids:
+        return np.zeros(0)
+    if len(seq) <= window:
+        return jm.token_logprobs([seq])[0].double().numpy()[start - 1:]
+    parts, s = [], start
+    while s < len(seq):  # chunks of `stride` scored tokens with up to `window` tokens of input
+        e = min(s + stride, len(seq))
+        lo = max(0, e - window)
+        lp = jm.token_logprobs([seq[lo:e]])[0].double().numpy()  # predicts seq[lo+1:e]
+        parts.append(lp[s - lo - 1:])
+        s = e
+    return np.concatenate(parts)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
