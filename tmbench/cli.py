@@ -124,15 +124,20 @@ def _safe_entries(reg):
 def cmd_run(args) -> int:
     import torch
 
-    from tmbench.runner import Runner
+    from tmbench.runner import Runner, dist_info, init_distributed
     from tmbench.suites import load_suite
 
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
-    runner = Runner(suite, Path(args.out), device=args.device, dtype=args.dtype, limit=args.limit,
-                    progress=not args.no_progress, log=(lambda *a: print(*a, file=sys.stderr)))
+    device = init_distributed(args.device)  # no-op unless launched by torchrun
+    rank, world = dist_info()
+    log = (lambda *a: print(*a, file=sys.stderr)) if rank == 0 else (lambda *a: None)
+    runner = Runner(suite, Path(args.out), device=device, dtype=args.dtype, limit=args.limit,
+                    progress=not args.no_progress and rank == 0, log=log)
     summary = runner.run(models=args.model, decoders=args.decoder, seeds=args.seed)
+    if rank != 0:
+        return 0
     result = {"suite": suite.name, "version": suite.version, "written": [str(p) for p in summary.done],
               "skipped_complete": len(summary.skipped), "busy": summary.busy}
     if args.json:

@@ -31,6 +31,53 @@ from tmbench.types import DecodeOutput, MetricContext, Sample, Score
 HUMAN = "human"
 
 
+# ---- data-parallel generation under torchrun ----------------------------------------------------
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) unless launched by torchrun with several processes."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> str:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); return this rank's
+    device (cuda:LOCAL_RANK on GPU)."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    gpu = device.startswith("cuda")
+    dist.init_process_group("nccl" if gpu else "gloo")
+    if gpu:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
+
+
+def _broadcast(obj: Any) -> Any:
+    rank, world = dist_info()
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier() -> None:
+    if dist_info()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 # ---- decoder parameter schema ----------------------------------------------------------------
 
 def resolve_params(fn: Callable, params: dict[str, Any], label: str) -> dict[str, Any]:
@@ -149,7 +196,7 @@ class Runner:
         plans = plan_runs(self.suite, models, decoders, seeds)
         prompts = build_prompts(self.suite, self.limit, self.load_model)
         summary = Summary()
-        if self.suite.human_row and not decoders and not models:
+        if self.suite.human_row and not decoders and not models and dist_info()[0] == 0:
             self._run_human(prompts, summary)
         for plan in plans:
             self._run_one(plan, prompts, summary)
@@ -192,6 +239,10 @@ class Runner:
         spec = self._spec(model.identity(), decoder, plan.seed, plan.batch_size, prompts)
         key = run_key(spec)
         folder = run_dir(self.out, self.suite.name, self.suite.version, key)
+        rank, world = dist_info()
+        if world > 1:
+            self._run_sharded(plan, fn, model, spec, key, folder, prompts, summary, rank, world)
+            return
         if self._existing(folder):
             summary.skipped.append(folder)
             return
@@ -208,27 +259,57 @@ class Runner:
             samples, gen_info = self._generate(model, fn, plan, prompts, folder)
             record = self._score_and_record(spec, key, model, samples, gen_info, plan)
             write_record(folder / "record.json", record)
-            (folder / "partial.jsonl").unlink(missing_ok=True)
+            for f in folder.glob("partial*.jsonl"):
+                f.unlink()
             summary.done.append(folder)
             self.log(f"wrote {folder / 'record.json'}")
         finally:
             lock.release()
 
+    def _run_sharded(self, plan, fn, model, spec, key, folder, prompts, summary, rank, world):
+        """Batches are dealt round-robin to ranks; each rank appends to its own partial file
+        (so resume works per shard); rank 0 gathers, scores and writes the record. Per-batch
+        generators make the tokens identical to a single-process run."""
+        exists = _broadcast(self._existing(folder) if rank == 0 else None)
+        if exists:
+            summary.skipped.append(folder)
+            return
+        samples, gen_info = self._generate(model, fn, plan, prompts, folder, shard=(rank, world))
+        _barrier()
+        if rank == 0:
+            samples, gen_info = self._generate(model, fn, plan, prompts, folder, shard=None)
+            record = self._score_and_record(spec, key, model, samples, gen_info, plan)
+            record["timings"]["world_size"] = world
+            write_record(folder / "record.json", record)
+            for f in folder.glob("partial*.jsonl"):
+                f.unlink()
+            summary.done.append(folder)
+            self.log(f"wrote {folder / 'record.json'}")
+        _barrier()
+
     def _items(self, prompts: list[Prompt]) -> list[Prompt]:
         return [p for p in prompts for _ in range(self.suite.samples_per_prompt)]
 
-    def _generate(self, model, fn, plan: RunPlan, prompts, folder: Path):
+    def _generate(self, model, fn, plan: RunPlan, prompts, folder: Path, shard=None):
+        """Generate every batch not already in a partial file. ``shard=(rank, world)``: only
+        this rank's batches, then return None (rank 0 collects afterwards with shard=None)."""
         from tqdm.auto import tqdm
 
         items = self._items(prompts)
         ids = [model.tokenizer.encode(p.text) for p in items]
         bs = plan.batch_size
-        partial = folder / "partial.jsonl"
-        done = read_partial(partial, warn=self.log)
-        if partial.exists():  # drop torn or damaged lines before appending after them
-            atomic_write_text(partial, "".join(canonical(b) + "\n" for b in done.values()))
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / (f"partial.rank{shard[0]}.jsonl" if shard else "partial.jsonl")
+        done: dict[int, dict] = {}
+        for f in sorted(folder.glob("partial*.jsonl")):  # every shard's finished batches
+            good = read_partial(f, warn=self.log)
+            if f == partial or not shard:
+                atomic_write_text(f, "".join(canonical(b) + "\n" for b in good.values()))
+            done.update(good)
         timing = "throughput" in {m.name for m in self.suite.metrics}
         starts = list(range(0, len(items), bs))
+        if shard:
+            starts = [s for i, s in enumerate(starts) if i % shard[1] == shard[0]]
         bar = tqdm(starts, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
                    disable=not self.progress, unit="batch", leave=False)
         if timing and len(done) < len(starts):  # warm-up: allocator, kernels, caches
@@ -249,6 +330,8 @@ class Runner:
                      "info": per_sample, "batch_info": batch_info}
             append_partial(partial, batch)
             done[start] = batch
+        if shard:
+            return None, None
         samples, batches = [], []
         for start in starts:
             b = done[start]

@@ -83,7 +83,8 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval_every: int = 100
-    eval_blocks: int = 64  # validation blocks during training (all of them at the end)
+    eval_blocks: int = 64  # validation blocks during training
+    final_eval_blocks: int | None = None  # validation blocks at the end (None = all)
     ckpt_every: int = 100
     log_every: int = 10
 
@@ -439,7 +440,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
                 r = ar_loss(model, x) if cfg.kind == "ar" else tm_loss(model, x, cfg.objective, gen)
             (r["loss"] / o.grad_accum).backward()
             for k, v in r.items():
-                agg[k] = agg.get(k, 0.0) + float(v) / o.grad_accum
+                agg[k] = agg.get(k, 0.0) + float(v.detach()) / o.grad_accum
             tokens += x.numel()
         if o.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
@@ -455,7 +456,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
             emit({"step": step, "lr": lr, "tokens_per_s": round(tps, 1),
                   **{k: round(v, 5) for k, v in agg.items()}})
         if step % cfg.eval_every == 0 or step == o.steps:
-            last_eval = evaluate(model, data, cfg, None if step == o.steps else cfg.eval_blocks)
+            last_eval = evaluate(model, data, cfg,
+                                 cfg.final_eval_blocks if step == o.steps else cfg.eval_blocks)
             emit({"step": step, "split": "valid", **last_eval})
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
         if step % cfg.ckpt_every == 0 or step == o.steps or step == stop_at:

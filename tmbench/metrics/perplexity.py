@@ -83,9 +83,14 @@ def _run_lm_eval(lm: Any, task: str | None, data_path: str | None) -> dict[str, 
     from lm_eval.tasks import TaskManager
 
     if task is None:
+        # lm-eval takes an inline dict as a whole config (no merge with a registered task), so
+        # read the task file and point its data_files at the JSONL written for this run.
+        import yaml
+
         tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
-        spec: Any = {"task": BBC_TASK, "dataset_kwargs": {"data_files": {"test": data_path}}}
-        name = BBC_TASK
+        spec: Any = yaml.safe_load((TASKS_DIR / f"{BBC_TASK}.yaml").read_text())
+        spec["dataset_kwargs"] = {"data_files": {"test": data_path}}
+        name = spec["task"]
     else:
         tm, spec, name = TaskManager(), task, task
     out = simple_evaluate(model=lm, tasks=[spec], task_manager=tm, log_samples=True,
