@@ -88,7 +88,9 @@ def _aggregate(records: list[dict], key: str, rng) -> Cell | None:
     got = [r["metrics"][key] for r in records if key in r["metrics"]]
     if not got:
         return None
-    values = np.array([g["value"] for g in got], dtype=float)
+    values = np.array([np.nan if g["value"] is None else g["value"] for g in got], dtype=float)
+    if np.isnan(values).all():
+        return None
     per: dict[int, list[float]] = defaultdict(list)
     for r, g in zip([r for r in records if key in r["metrics"]], got):
         ps = g.get("per_sample")
