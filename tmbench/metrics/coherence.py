@@ -1,0 +1,77 @@
+"""Coherence of a continuation with its prompt, under two definitions that are never mixed
+(DESIGN 8.7); each key names its definition and its model:
+
+- ``coherence[def=embed-cos,featurizer=F]``: cosine similarity of the featurizer embeddings of
+  prompt and continuation (SimCTG, Su et al. 2022, used SimCSE; the offline default here is
+  all-MiniLM-L6-v2, mean-pooled and normalised). In [-1, 1].
+- ``coherence[def=judge-logprob,judge=J]``: mean log-probability (nats per judge token) of the
+  continuation given the prompt under judge J with J's own tokenizer (Su & Collier 2023 used
+  OPT-2.7B; the offline default is SmolLM2-135M). At most 0. Scored exactly as ``gen_ppl``
+  (see :mod:`tmbench.metrics.perplexity` for retokenisation and windowing).
+
+Both per sample; higher is better (but degenerate repetition also scores a high judge
+log-probability, so read it next to a diversity figure). A definition whose model is missing
+is skipped with a note; the metric fails only when every requested definition fails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tmbench.metrics.mauve import featurizer_from_ctx
+from tmbench.metrics.perplexity import judge_logprobs
+from tmbench.types import MetricContext, Sample, Score, metric_key
+
+DEFINITIONS = ("embed-cos", "judge-logprob")
+
+
+def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
+              featurizer: str = "all-minilm-l6-v2", judge: str = "smollm2-135m",
+              max_length: int = 256, window: int = 1024, stride: int = 512) -> dict[str, Score]:
+    defs = (defs,) if isinstance(defs, str) else tuple(defs)
+    bad = [d for d in defs if d not in DEFINITIONS]
+    if bad or not defs:
+        raise ValueError(f"unknown coherence definition(s) {bad or defs!r}; accepted: "
+                         f"{', '.join(DEFINITIONS)}")
+    if not samples:
+        return {}
+    out: dict[str, Score] = {}
+    errors = []
+    for d in defs:
+        try:
+            if d == "embed-cos":
+                out.update(_embed_cos(samples, ctx, featurizer, max_length))
+            else:
+                out.update(_judge_logprob(samples, ctx, judge, window, stride))
+        except (ImportError, ValueError) as e:
+            errors.append(e)
+            ctx.notes.append(f"coherence def={d} skipped: {e}")
+    if errors and not out:
+        raise errors[0]
+    return out
+
+
+def _embed_cos(samples, ctx, featurizer: str, max_length: int) -> dict[str, Score]:
+    from tmbench.metrics.mauve import embed_cached
+
+    f = featurizer_from_ctx(ctx, featurizer)
+    a = embed_cached(f, [s.prompt_text for s in samples], max_length, ctx.cache_dir)  # (N, D)
+    b = embed_cached(f, [s.text for s in samples], max_length, ctx.cache_dir)  # (N, D)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    per = (a * b).sum(1).astype(np.float64).tolist()
+    meta = {"featurizer": f.identity(), "max_length": max_length,
+            "definition": "cosine(embed(prompt_text), embed(text)) (SimCTG used SimCSE)"}
+    return {metric_key("coherence", **{"def": "embed-cos"}, featurizer=featurizer):
+            Score(float(np.mean(per)), per, True, meta)}
+
+
+def _judge_logprob(samples, ctx, judge: str, window: int, stride: int) -> dict[str, Score]:
+    jm = ctx.load_model(judge)
+    lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride)
+    per = [float(lp.mean()) if len(lp) else float("nan") for lp in lps]
+    ok = [p for p in per if not np.isnan(p)]
+    meta["definition"] = "mean log p_judge(continuation token | prompt, previous tokens), nats"
+    return {metric_key("coherence", **{"def": "judge-logprob"}, judge=judge):
+            Score(float(np.mean(ok)) if ok else float("nan"),
+                  per if len(ok) == len(per) else None, True, meta)}
