@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from tmbench.faults import fault_point
+
 SCHEMA_VERSION = 1
 
 
@@ -41,6 +43,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("record")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import torch
 from tmbench import __version__
 from tmbench.data.prompts import Prompt, load_documents, make_prompts, prompts_hash
 from tmbench.env import environment
+from tmbench.faults import fault_point
 from tmbench.models.base import NonFiniteError
 from tmbench.registry import DECODERS, METRICS, MODELS
 from tmbench.results import (SCHEMA_VERSION, CorruptRecord, RunLock, append_partial,
@@ -329,6 +330,7 @@ class Runner:
             batch = {"start": start, "tokens": out.tokens, "wall_s": wall, "ttft_s": t_first,
                      "info": per_sample, "batch_info": batch_info}
             append_partial(partial, batch)
+            fault_point("batch")
             done[start] = batch
         if shard:
             return None, None
@@ -433,6 +435,7 @@ class Runner:
                        "timing": gen_info | {"fingerprint": self._env["fingerprint"],
                                              "peak_memory": _peak_memory(self.device)},
                        "max_new_tokens": self.suite.max_new_tokens}
+        fault_point("scoring")
         t0 = time.perf_counter()
         metrics, skipped, notes, judges = self._score(samples, model, decode_info)
         return self._record(spec, key, samples, metrics, skipped, notes, judges,

@@ -77,7 +77,8 @@ def diversity(samples: list[Sample], *, ctx: MetricContext, ns=(1, 2, 3, 4),
             for scope in scopes:
                 out[metric_key("ngram_entropy", n=n, scope=scope, unit=unit)] = _entropy(
                     stats[n], gstats.get(n), group, scope, common)
-        ratios = [stats[n].unique.sum() / max(stats[n].total.sum(), 1) for n in (2, 3, 4)]
+        ratios = [stats[n].unique.sum() / stats[n].total.sum() if stats[n].total.sum() else
+                  float("nan") for n in (2, 3, 4)]  # NaN: no sample is 4 units long
         out[metric_key("div", unit=unit)] = Score(
             float(np.prod(ratios)), None, True,
             {**common, "definition": "prod_{n=2..4} (1 - rep-n), rep-n pooled (SimCTG)",

@@ -1,0 +1,83 @@
+"""Kill -9 at several points, resume, and get exactly the uninterrupted result."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SUITE = """name: kill
+version: 1
+dataset: {source: bbc, split: test, n_prompts: 6, prompt_len: 6, reference_len: 12}
+max_new_tokens: 6
+batch_size: 2
+seeds: [0]
+models: [toy-random]
+decoders: [{name: greedy, label: greedy}, {name: top_k, label: top-k, params: {k: 20}}]
+metrics: [{name: repetition}]
+"""
+
+
+def cli(args, cwd, fault=None, check=True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("TMBENCH_FAULT", None)
+    if fault:
+        env["TMBENCH_FAULT"] = fault
+    r = subprocess.run([sys.executable, "-m", "tmbench", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def content(root: Path) -> dict:
+    out = {}
+    for p in sorted(root.glob("*/v*/*/record.json")):
+        rec = json.loads(p.read_text())
+        out[rec["key"]] = ([s["token_ids"] for s in rec["samples"]], [s["text"] for s in rec["samples"]],
+                           {k: (m["value"], m["per_sample"]) for k, m in rec["metrics"].items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    (tmp / "s.yaml").write_text(SUITE)
+    cli(["run", "--suite", "s.yaml", "--out", "runs", "--no-progress", "--threads", "1"], tmp)
+    return content(tmp / "runs")
+
+
+@pytest.mark.parametrize("fault", ["batch:2", "scoring:1", "record:2", "batch:4"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, fault):
+    (tmp_path / "s.yaml").write_text(SUITE)
+    args = ["run", "--suite", "s.yaml", "--out", "runs", "--no-progress", "--threads", "1"]
+    r = cli(args, tmp_path, fault=fault, check=False)
+    assert r.returncode == -9, r.stderr[-2000:]
+    # whatever was left is never taken as complete: every record.json present is valid
+    from tmbench.results import read_record
+
+    for p in (tmp_path / "runs").glob("*/v*/*/record.json"):
+        read_record(p)
+    assert len(content(tmp_path / "runs")) < len(reference)
+    cli(args, tmp_path)
+    assert content(tmp_path / "runs") == reference
+    leftovers = [p.name for p in (tmp_path / "runs").rglob("*") if p.is_file() and p.name != "record.json"]
+    assert all(n.startswith(".record.json.") for n in leftovers), leftovers  # only dead temp files
+
+
+def test_two_processes_share_a_results_directory(tmp_path, reference):
+    (tmp_path / "s.yaml").write_text(SUITE)
+    args = [sys.executable, "-m", "tmbench", "run", "--suite", "s.yaml", "--out", "runs",
+            "--no-progress", "--threads", "1"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("TMBENCH_FAULT", None)
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        p.wait(timeout=300)
+        assert p.returncode == 0, p.stderr.read().decode()[-2000:]
+    assert content(tmp_path / "runs") == reference
+    assert not list((tmp_path / "runs").rglob(".lock"))

@@ -1,0 +1,71 @@
+"""Repetition metrics on hand-computed cases, both units."""
+
+import math
+
+import numpy as np
+import pytest
+
+from _metrics_util import Tok, ctx, sample
+from tmbench.metrics.ngrams import intern, longest_repeat, ngram_stats
+from tmbench.metrics.repetition import repetition
+
+A = "the cat the cat the cat"  # bigrams 5 (2 unique), trigrams 4 (2), 4-grams 3 (2)
+B = "a b c d e"
+
+
+def two():
+    return [sample(A, [5, 6, 5, 6, 5, 6, 99]), sample(B, [1, 2, 3, 4, 7], prompt_index=1)]
+
+
+def test_hand_computed_both_units():
+    out = repetition(two(), ctx=ctx(tokenizer=Tok(eos=99)))
+    for u in ("token", "word"):  # the trailing EOS (99) is dropped from the token unit
+        assert out[f"rep[n=2,unit={u}]"].value == pytest.approx(1 - 6 / 9)  # pooled (2+4)/(5+4)
+        assert out[f"rep[n=3,unit={u}]"].value == pytest.approx(1 - 5 / 7)
+        assert out[f"rep[n=4,unit={u}]"].value == pytest.approx(1 - 4 / 5)
+        assert out[f"seq_rep[n=2,unit={u}]"].per_sample == pytest.approx([0.6, 0.0])
+        assert out[f"seq_rep[n=3,unit={u}]"].value == pytest.approx(0.25)
+        assert out[f"seq_rep[n=4,unit={u}]"].per_sample == pytest.approx([1 / 3, 0.0])
+        assert out[f"loop[n=3,unit={u}]"].per_sample == [1.0, 0.0]
+        assert out[f"longest_repeat[unit={u}]"].per_sample == [4.0, 0.0]
+        assert out[f"rep[n=2,unit={u}]"].per_sample is None
+        assert out[f"rep[n=2,unit={u}]"].higher_is_better is False
+
+
+def test_per_sample_mean_is_value():
+    out = repetition(two(), ctx=ctx())
+    for k, s in out.items():
+        if s.per_sample is not None:
+            assert s.value == pytest.approx(float(np.mean(s.per_sample))), k
+
+
+def test_human_row_without_token_ids_skips_token_unit():
+    ss = [sample(A, []), sample(B, [])]
+    c = ctx()
+    out = repetition(ss, ctx=c)
+    assert not any("unit=token" in k for k in out) and "rep[n=2,unit=word]" in out
+    assert any("unit=token skipped" in n for n in c.notes)
+
+
+def test_short_samples_and_errors():
+    out = repetition([sample("one", [1])], ctx=ctx())
+    assert math.isnan(out["rep[n=2,unit=word]"].value)
+    assert out["seq_rep[n=2,unit=word]"].meta["no_ngrams"] == 1
+    with pytest.raises(ValueError, match="accepted: token, word"):
+        repetition(two(), ctx=ctx(), units=("char",))
+    with pytest.raises(ValueError):
+        repetition(two(), ctx=ctx(), ns=(0,))
+    assert repetition([], ctx=ctx()) == {}
+
+
+def test_longest_repeat_cases():
+    assert longest_repeat(np.array([1, 2, 1, 2, 1])) == 3  # overlapping occurrences count
+    assert longest_repeat(np.array([1, 1, 1, 1])) == 3
+    assert longest_repeat(np.array([1, 2, 3])) == 0
+    assert longest_repeat(np.array([], dtype=int)) == 0
+
+
+def test_ngram_stats_group_pooling():
+    seqs = intern([["a", "b"], ["a", "b"], ["c", "d"]])
+    st = ngram_stats(seqs, 2, owner_of=np.array([0, 0, 1]))
+    assert st.total.tolist() == [2, 1] and st.unique.tolist() == [1, 1]
