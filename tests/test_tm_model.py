@@ -152,6 +152,7 @@ def test_alpha_profile():
 
 
 @pytest.mark.parametrize("readout", ["next", "self"])
+@torch.no_grad()
 def test_token_logprobs_match_explicit_forwards(readout):
     m = tm_model(readout=readout)
     seq = [3, 14, 15, 9, 26, 5, 35]

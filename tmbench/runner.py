@@ -100,8 +100,11 @@ def resolve_params(fn: Callable, params: dict[str, Any], label: str) -> dict[str
 
 
 def _check_type(label: str, name: str, v: Any, default: Any) -> Any:
-    if default is inspect.Parameter.empty or default is None or v is None:
+    if default is inspect.Parameter.empty or default is None:
         return v
+    if v is None:
+        raise ValueError(f"decoder {label!r}: parameter {name!r} must be "
+                         f"{type(default).__name__}, got null")
     want = type(default)
     if want is float and isinstance(v, int) and not isinstance(v, bool):
         return float(v)

@@ -1,0 +1,62 @@
+"""MAUVE: same number as mauve-text called directly on the same features; feature cache;
+human row skipped; small-n note recorded."""
+
+import numpy as np
+import pytest
+
+from _metrics_util import HashFeaturizer, ctx, sample
+
+mauve_pkg = pytest.importorskip("mauve", reason="mauve-text is not installed")
+
+from tmbench.metrics.mauve import embed_cached, mauve  # noqa: E402
+
+
+def _samples(n=24):
+    return [sample(f"model text {i} about things", prompt_index=i, ref=f"human text {i} on topics")
+            for i in range(n)]
+
+
+def test_equals_compute_mauve_on_same_features(tmp_path):
+    feat = HashFeaturizer()
+    c = ctx(load_model=lambda name: feat, cache_dir=str(tmp_path))
+    ss = _samples()
+    out = mauve(ss, ctx=c, seeds=(1, 2))
+    s = out["mauve[c=5,featurizer=all-minilm-l6-v2]"]
+    p = feat.embed([x.reference_text for x in ss])
+    q = feat.embed([x.text for x in ss])
+    direct = [mauve_pkg.compute_mauve(p_features=p, q_features=q, seed=sd).mauve for sd in (1, 2)]
+    assert s.meta["per_seed"] == pytest.approx(direct, abs=1e-12)
+    assert s.value == pytest.approx(np.mean(direct), abs=1e-12)
+    assert s.meta["num_buckets"] == 2  # 'auto' = max(2, round(24 / 10))
+    assert s.meta["scaling_factor"] == 5.0 and s.meta["scale"] == "0-1"
+    assert s.meta["n_p_human"] == 24 and s.meta["n_q_model"] == 24
+    assert any("below the few thousand" in n for n in c.notes)
+    assert 0.0 <= s.value <= 1.0 and s.per_sample is None
+
+
+def test_feature_cache_is_used(tmp_path):
+    feat = HashFeaturizer()
+    texts = ["one", "two", "three"]
+    a = embed_cached(feat, texts, 16, str(tmp_path))
+    calls = feat.calls
+    b = embed_cached(feat, texts[::-1], 16, str(tmp_path))
+    assert feat.calls == calls and np.array_equal(a[::-1], b)
+    assert len(list(tmp_path.rglob("*.npy"))) == 3 and not list(tmp_path.rglob("*.tmp"))
+    embed_cached(feat, texts, 32, str(tmp_path))  # another max length is another cache entry
+    assert feat.calls == calls + 1
+
+
+def test_human_row_is_skipped_and_params_checked():
+    c = ctx(load_model=lambda name: HashFeaturizer())
+    ss = [sample("same", ref="same"), sample("also", ref="also")]
+    assert mauve(ss, ctx=c) == {} and "human row" in c.notes[0]
+    with pytest.raises(ValueError, match="num_buckets"):
+        mauve(_samples(4), ctx=c, num_buckets=1)
+
+
+def test_references_deduplicated_per_prompt(tmp_path):
+    feat = HashFeaturizer()
+    ss = [sample(f"model {i}", prompt_index=i // 2, ref=f"human {i // 2}") for i in range(20)]
+    out = mauve(ss, ctx=ctx(load_model=lambda n: feat, cache_dir=str(tmp_path)), seeds=(1,))
+    meta = next(iter(out.values())).meta
+    assert meta["n_p_human"] == 10 and meta["n_q_model"] == 20

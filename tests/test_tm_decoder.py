@@ -1,0 +1,154 @@
+"""The ``maturation`` decoder on tiny random TM models: determinism, batching, lengths, EOS,
+the vector-greedy special case, guidance, traces, context sliding, parameter errors."""
+
+import pytest
+import torch
+
+from tmbench.backbones.gpt import GPT, GPTConfig
+from tmbench.decoders.maturation import maturation
+from tmbench.models.maturation import MaturationModel, TMConfig
+from tmbench.registry import DECODERS
+from tmbench.types import DecodeOutput
+
+torch.set_num_threads(1)
+V, C = 61, 32
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
+
+
+def make(readout="next", seed=0, block_size=64) -> MaturationModel:
+    torch.manual_seed(seed)
+    bb = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=block_size))
+    m = MaturationModel(bb, TMConfig(vocab_size=V, readout=readout, k_max=16))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # random conditioning and head, so outputs depend on everything
+        for p in (m.head.weight, m.alpha_mlp[2].weight, m.film.weight):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return m.eval()
+
+
+@pytest.fixture(scope="module", params=["next", "self"])
+def model(request):
+    return make(request.param)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_registered_and_marked_tm():
+    assert DECODERS.get("maturation") is maturation
+    assert maturation.model_kind == "tm"
+
+
+def test_deterministic_and_lengths(model):
+    a = maturation(model, PROMPTS, max_new_tokens=9, generator=gen(1), tail_len=4)
+    b = maturation(model, PROMPTS, max_new_tokens=9, generator=gen(1), tail_len=4)
+    assert isinstance(a, DecodeOutput)
+    assert a.tokens == b.tokens
+    assert [len(t) for t in a.tokens] == [9, 9, 9]  # no EOS set on this model
+    assert len(a.info["agree_front_argmax"]) == 3
+    assert all(0.0 <= x <= 1.0 for x in a.info["agree_front_argmax"])
+    z1 = maturation(model, PROMPTS, max_new_tokens=9, generator=gen(1), embryo="zeros")
+    z2 = maturation(model, PROMPTS, max_new_tokens=9, generator=gen(2), embryo="zeros")
+    assert z1.tokens == z2.tokens  # nothing random left
+
+
+@pytest.mark.parametrize("guidance", [1.0, 1.5])
+def test_batch_equals_one_by_one(model, guidance):
+    """Different prompt lengths: left padding must not change any row (one generator per row,
+    so the gaussian embryos are the same too)."""
+    kw = dict(max_new_tokens=7, tail_len=5, guidance=guidance)
+    batch = maturation(model, PROMPTS, generator=[gen(10 + i) for i in range(3)], **kw)
+    for i, p in enumerate(PROMPTS):
+        one = maturation(model, [p], generator=[gen(10 + i)], **kw)
+        assert one.tokens[0] == batch.tokens[i]
+        assert one.info["agree_front_argmax"][0] == batch.info["agree_front_argmax"][i]
+
+
+def test_eos_stops_a_row_and_is_included(model):
+    ref = maturation(model, PROMPTS, max_new_tokens=12, generator=gen(3), tail_len=3)
+    row = ref.tokens[0]
+    eos = row[4]
+    m = make(model.config.readout)
+    m.eos_token_id = eos
+    out = maturation(m, PROMPTS, max_new_tokens=12, generator=gen(3), tail_len=3)
+    for got, full in zip(out.tokens, ref.tokens):
+        want = full[: full.index(eos) + 1] if eos in full else full
+        assert got == want
+    assert out.tokens[0][-1] == eos and len(out.tokens[0]) <= 5
+
+
+def vector_greedy(m, prompt, n):
+    """No maturation: commit the nearest embedding of f(committed history) at each step."""
+    seq = list(prompt)
+    for _ in range(n):
+        z = m.emb[torch.tensor(seq)][None]
+        T = len(seq)
+        out, _ = m(z, torch.ones(1, T), torch.zeros(1, T, dtype=torch.bool), torch.tensor([1]),
+                   torch.arange(T)[None])
+        seq.append(int(m.nearest(out[0, -1])))
+    return seq[len(prompt):]
+
+
+@pytest.mark.parametrize("K", [1, 4, 8])
+def test_alpha_max_one_with_readout_next_is_vector_greedy(K):
+    m = make("next")
+    with torch.no_grad():
+        out = maturation(m, PROMPTS, max_new_tokens=6, generator=gen(0), tail_len=K, alpha_max=1.0)
+        for p, got in zip(PROMPTS, out.tokens):
+            assert got == vector_greedy(m, p, 6)
+    assert out.info["agree_front_argmax"] == [1.0, 1.0, 1.0]
+
+
+def test_trace_format(model):
+    K = 4
+    out = maturation(model, PROMPTS[:2], max_new_tokens=6, generator=gen(0), tail_len=K, trace=True,
+                     trace_scales=(1.0, 20.0))
+    for toks, tr in zip(out.tokens, out.info["trace"]):
+        assert set(tr) == {"entropy", "displacement", "cos_final", "top"}
+        assert set(tr["entropy"]) == {"1", "20"}
+        for key in ("displacement", "cos_final"):
+            assert len(tr[key]) == len(toks) and all(len(r) == K for r in tr[key])
+        for rows in tr["entropy"].values():
+            assert len(rows) == len(toks) and all(len(r) == K for r in rows)
+            assert all(0 <= v <= torch.log(torch.tensor(float(V))) + 1e-4 for r in rows for v in r)
+        assert [t[0] for t in tr["top"]] == toks  # commit = nearest = top-1 of the final state
+        assert all(abs(r[-1] - 1.0) > -1e-6 and r[-1] <= 1.0 + 1e-5 for r in tr["cos_final"])
+
+
+def test_stochastic_variants_depend_on_the_generator(model):
+    kw = dict(max_new_tokens=10, tail_len=4, sample_commit=True, sigma_dyn=0.5, embryo="zeros")
+    a = maturation(model, PROMPTS, generator=gen(1), **kw)
+    b = maturation(model, PROMPTS, generator=gen(1), **kw)
+    c = maturation(model, PROMPTS, generator=gen(2), **kw)
+    assert a.tokens == b.tokens and a.tokens != c.tokens
+
+
+def test_decoding_past_the_context_slides_the_window():
+    m = make("next", block_size=24)
+    out = maturation(m, PROMPTS, max_new_tokens=40, generator=[gen(i) for i in range(3)], tail_len=8)
+    assert [len(t) for t in out.tokens] == [40, 40, 40]
+    one = maturation(m, [PROMPTS[1]], max_new_tokens=40, generator=[gen(1)], tail_len=8)
+    assert one.tokens[0] == out.tokens[1]
+
+
+@pytest.mark.parametrize("kw,name", [
+    ({"tail_len": 0}, "tail_len"), ({"tail_len": 17}, "tail_len"), ({"tail_len": 2.5}, "tail_len"),
+    ({"alpha_max": 0.0}, "alpha_max"), ({"alpha_max": 1.5}, "alpha_max"),
+    ({"guidance": -1.0}, "guidance"), ({"eta_schedule": "linear"}, "eta_schedule"),
+    ({"embryo": "uniform"}, "embryo"), ({"sigma_embryo": -0.1}, "sigma_embryo"),
+    ({"sigma_dyn": float("nan")}, "sigma_dyn"), ({"sample_commit": 1}, "sample_commit"),
+    ({"trace_scales": ()}, "trace_scales"), ({"trace_scales": (0.0,)}, "trace_scales"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+])
+def test_bad_params_raise_value_error(model, kw, name):
+    args = {"max_new_tokens": 3, **kw}
+    with pytest.raises(ValueError, match=name):
+        maturation(model, PROMPTS, generator=gen(0), **args)
+
+
+def test_bad_prompts_and_generators_raise(model):
+    with pytest.raises(ValueError, match="prompts"):
+        maturation(model, [[1], []], max_new_tokens=2, generator=gen(0))
+    with pytest.raises(ValueError, match="generator"):
+        maturation(model, PROMPTS, max_new_tokens=2, generator=[gen(0)])
