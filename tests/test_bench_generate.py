@@ -4,8 +4,13 @@ Batch 8, 64 new tokens, one thread. Both sides produce exactly 64 tokens per row
 EOS switched off, transformers with ``min_new_tokens=64`` (which masks EOS); the prompts are
 ones whose greedy continuation has no EOS within 64 tokens, so greedy does the same work on
 both sides (``test_greedy_matches_generate_on_smollm2`` checks it). Skipped by default
-(``slow`` marker and ``--benchmark-skip``); run with
-``pytest tests/test_bench_generate.py -m slow --benchmark-enable -p no:cacheprovider``.
+(``slow`` marker and ``--benchmark-skip`` in addopts). ``--benchmark-enable`` does not undo
+``--benchmark-skip``; ``--benchmark-only`` does (and skips the parity check):
+
+    pytest tests/test_bench_generate.py -m slow --benchmark-only -p no:cacheprovider
+    pytest tests/test_bench_generate.py -m slow -p no:cacheprovider   # parity check only
+
+On a shared machine add ``--benchmark-timer time.process_time`` (CPU time of the one thread).
 """
 
 import pytest

@@ -39,7 +39,7 @@ class DataConfig:
     corpus: str = "bbc"  # bbc | fineweb (online only)
     block_size: int = 128  # tokens per training block
     tokenizer: dict = field(default_factory=lambda: {"kind": "bbc-bpe", "vocab_size": 8192})
-    max_docs: int | None = None  # use only the first N training documents (tests)
+    max_docs: int | None = None  # use only the first N documents of each split (tests)
     fineweb_docs: int = 20000  # documents streamed from FineWeb (train; valid takes 1/20 more)
 
 
@@ -160,7 +160,8 @@ class TokenData:
             from tmbench.data.bbc import load_bbc
 
             train = [a.text for a in load_bbc("train")][: cfg.max_docs]
-            return {"train": train, "valid": [a.text for a in load_bbc("valid")]}
+            valid = [a.text for a in load_bbc("valid")][: cfg.max_docs]
+            return {"train": train, "valid": valid}
         if cfg.corpus == "fineweb":
             try:
                 from datasets import load_dataset
@@ -284,7 +285,9 @@ def build_for_training(cfg: TrainConfig, tokenizer=None):
             return src.train(), tok
         if src is not None and src.kind == "tm":
             raise ValueError("init_from a TM model works only for kind 'tm'")
-        model = build_model(cfg.kind, backbone, E.shape[0], cfg.tm, tok, cfg.name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg.kind, backbone, E.shape[0], cfg.tm, tok, cfg.name)
         with torch.no_grad():
             if cfg.kind == "ar":
                 model.wte.copy_(E)
@@ -294,8 +297,10 @@ def build_for_training(cfg: TrainConfig, tokenizer=None):
                 model.input_scale.fill_(float(E.norm(dim=-1).mean()) / model.radius)
         return model.train(), tok
     tok = tokenizer or load_tokenizer(cfg.data.tokenizer)
-    V = tok.vocab_size
-    model = build_model(cfg.kind, build_backbone(cfg.backbone), V, cfg.tm, tok, cfg.name)
+    with torch.random.fork_rng(devices=[]):  # initial weights from the config seed only
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.kind, build_backbone(cfg.backbone), tok.vocab_size, cfg.tm, tok,
+                            cfg.name)
     return model.train(), tok
 
 
@@ -334,8 +339,11 @@ def evaluate(model, data: TokenData, cfg: TrainConfig, n_blocks: int | None) -> 
         if model.kind == "ar":
             tot += float(ar_loss(model, x)["loss"]) * len(x)
         else:
-            lps = model.token_logprobs(x.tolist())
-            tot += -float(torch.stack(lps).mean()) * len(x)
+            if model.config.readout == "next":
+                lp = model.clean_logprobs(x)
+            else:
+                lp = torch.stack(model.token_logprobs(x.tolist()))
+            tot += -float(lp.mean()) * len(x)
             o = cfg.objective
             r = tm_loss(model, x, o, step_generator(cfg.seed, i, 9), K=min(o.k_max, x.shape[1] - 1),
                         alpha_max=o.eval_alpha_max, p_uncond=0.0)
@@ -459,7 +467,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
             last_eval = evaluate(model, data, cfg,
                                  cfg.final_eval_blocks if step == o.steps else cfg.eval_blocks)
             emit({"step": step, "split": "valid", **last_eval})
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()),
+                      file=sys.stderr)
         if step % cfg.ckpt_every == 0 or step == o.steps or step == stop_at:
             _save(model, optimizer, step, cfg, out)
     bar.close()

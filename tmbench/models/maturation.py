@@ -132,16 +132,25 @@ class MaturationModel(nn.Module):
                 "content_hash": self.content_hash, "readout": self.config.readout,
                 "dtype": str(self.dtype).replace("torch.", "")}
 
+    def unit_emb(self) -> torch.Tensor:
+        """(V, d) float32 rows of E scaled to norm 1; cached while E is unchanged and no
+        gradient is wanted (decoding), recomputed otherwise."""
+        if torch.is_grad_enabled() and self.emb.requires_grad:
+            return F.normalize(self.emb.float(), dim=-1)
+        key = (self.emb._version, self.emb.data_ptr(), self.emb.dtype, self.emb.device)
+        if getattr(self, "_unit_key", None) != key:
+            self._unit = F.normalize(self.emb.detach().float(), dim=-1)
+            self._unit_key = key
+        return self._unit
+
     def induced_logits(self, z: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """(..., d) -> (..., V): scale * cos(z, e_i), the logits of the induced distribution."""
         s = self.logit_scale if scale is None else scale
-        zn = F.normalize(z.float(), dim=-1)
-        en = F.normalize(self.emb.float(), dim=-1)
-        return s * zn @ en.T
+        return s * F.normalize(z.float(), dim=-1) @ self.unit_emb().T
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (...,) long: the committed token, argmax_i cos(z, e_i)."""
-        return self.induced_logits(z, 1.0).argmax(-1)
+        return (z.float() @ self.unit_emb().T).argmax(-1)
 
     def alpha_profile(self, K: int, alpha_max: float) -> torch.Tensor:
         """(K,) maturity of tail slots j = 0 (front) .. K-1 (newest): alpha_max * (K - j) / K."""
@@ -214,6 +223,20 @@ class MaturationModel(nn.Module):
         return out[:, 1 - shift: 1 - shift + K], cache  # (B, K, d)
 
     # ---- scoring ----------------------------------------------------------------------------
+    def clean_logprobs(self, ids: torch.Tensor, scale: float | None = None,
+                       tail_len: int | None = None) -> torch.Tensor:
+        """ids (B, T) -> (B, T - 1) log p(x_t | x_<t) under readout ``next``, teacher-forced on
+        clean history (every position committed, alpha = 1), one forward for the batch."""
+        assert self.config.readout == "next"
+        B, T = ids.shape
+        kk = torch.full((B,), tail_len or self.config.k_max, dtype=torch.long, device=self.device)
+        ones = torch.ones(B, T, device=self.device)
+        no_tail = torch.zeros(B, T, dtype=torch.bool, device=self.device)
+        pos = torch.arange(T, device=self.device)[None].expand(B, T)
+        zhat, _ = self(self.emb[ids], ones, no_tail, kk, pos)  # (B, T, d)
+        lp = torch.log_softmax(self.induced_logits(zhat[:, :-1], scale), -1)  # (B, T - 1, V)
+        return lp.gather(-1, ids[:, 1:, None])[..., 0]
+
     @torch.no_grad()
     def token_logprobs(self, seqs: list[list[int]], scale: float | None = None,
                        tail_len: int | None = None, alpha_max: float = 0.75) -> list[torch.Tensor]:
@@ -231,29 +254,21 @@ class MaturationModel(nn.Module):
                 out.append(torch.zeros(0))
                 continue
             ids = torch.tensor(s, device=self.device)
-            T = len(s)
-            kk = torch.full((1,), K, dtype=torch.long, device=self.device)
             if self.config.readout == "next":
-                z = self.emb[ids][None]  # (1, T, d)
-                ones = torch.ones(1, T, device=self.device)
-                zero = torch.zeros(1, T, dtype=torch.bool, device=self.device)
-                pos = torch.arange(T, device=self.device)[None]
-                zhat, _ = self(z, ones, zero, kk, pos)
-                zhat = zhat[0, :-1]  # (T - 1, d): prediction for x_1..x_{T-1}
-            else:
-                n = T - 1
-                z = torch.cat([self.emb[ids[:-1]], self.emb.new_zeros(n, self.d)])[None]
-                alpha = torch.cat([torch.ones(n), torch.full((n,), alpha_max / K)])[None]
-                tail = torch.cat([torch.zeros(n), torch.ones(n)]).bool()[None]
-                pos = torch.cat([torch.arange(n), torch.arange(1, T)])[None]
-                q = torch.arange(2 * n)[:, None]
-                kx = torch.arange(2 * n)[None, :]
-                clean = (kx < n) & (kx <= q)  # clean history, causal
-                emb_q = q >= n  # embryo queries: clean keys before their slot, and themselves
-                mask = torch.where(emb_q, (kx < q - n + 1) & (kx < n) | (kx == q), clean)
-                zhat, _ = self(z, alpha.to(self.device), tail.to(self.device), kk,
-                               pos.to(self.device), mask[None].to(self.device))
-                zhat = zhat[0, n:]  # (T - 1, d)
-            lp = torch.log_softmax(self.induced_logits(zhat, scale), -1)
+                out.append(self.clean_logprobs(ids[None], scale, K)[0].cpu())
+                continue
+            n, dev = len(s) - 1, self.device  # n clean positions, then n embryos
+            z = torch.cat([self.emb[ids[:-1]], self.emb.new_zeros(n, self.d)])[None]  # (1, 2n, d)
+            alpha = torch.cat([torch.ones(n), torch.full((n,), alpha_max / K)])[None]
+            tail = torch.cat([torch.zeros(n), torch.ones(n)]).bool()[None]
+            pos = torch.cat([torch.arange(n), torch.arange(1, n + 1)])[None]
+            q = torch.arange(2 * n)[:, None]
+            kx = torch.arange(2 * n)[None, :]
+            clean = (kx < n) & (kx <= q)  # clean history, causal
+            # embryo for slot t = q - n + 1 sees clean x_<t and itself
+            mask = torch.where(q >= n, ((kx < q - n + 1) & (kx < n)) | (kx == q), clean)
+            kk = torch.full((1,), K, dtype=torch.long, device=dev)
+            zhat, _ = self(z, alpha.to(dev), tail.to(dev), kk, pos.to(dev), mask[None].to(dev))
+            lp = torch.log_softmax(self.induced_logits(zhat[0, n:], scale), -1)  # (n, V)
             out.append(lp.gather(-1, ids[1:, None])[:, 0].cpu())
         return out

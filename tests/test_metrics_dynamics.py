@@ -1,0 +1,79 @@
+"""Dynamics on synthetic maturation traces, and agreement with K=1 against a stand-in decoder
+(the real ``tmbench.decoders.maturation`` is replaced through ``sys.modules``)."""
+
+import sys
+import types
+
+import pytest
+
+from _metrics_util import ctx, sample
+from tmbench.metrics.dynamics import dynamics
+from tmbench.types import DecodeOutput
+
+
+class TM:
+    kind = "tm"
+
+
+def _trace(ent20, disp, cos):
+    return {"entropy": {"20.0": ent20, "1.0": [[9.0] * len(r) for r in ent20]},
+            "displacement": disp, "cos_final": cos, "top": [[1, 2, 3, 4, 5]] * len(ent20)}
+
+
+def _samples():
+    a = _trace([[3.0, 2.0, 1.0], [5.0, 4.0, 3.0]], [[0.5, 0.2, 0.1]] * 2, [[0.1, 0.5, 0.9]] * 2)
+    b = _trace([[2.0, 2.0, 2.0]], [[0.3, 0.3, 0.0]], [[0.2, 0.4, 1.0]])
+    return [sample("x y", [7, 8], info={"trace": a, "agree_front_argmax": 1.0}),
+            sample("z", [9], prompt_index=1, info={"trace": b, "agree_front_argmax": 0.5})]
+
+
+def test_trace_curves_and_scalars():
+    out = dynamics(_samples(), ctx=ctx(model=TM()), k1_agreement=False)
+    fin = out["entropy_final[scale=20]"]
+    assert fin.per_sample == [2.0, 2.0] and fin.value == 2.0  # (1 + 3) / 2 and 2
+    assert out["entropy_first[scale=20]"].per_sample == [4.0, 2.0]
+    assert out["entropy_final[scale=1]"].value == 9.0
+    # mean over the three committed tokens at each update index
+    assert fin.meta["curve"]["mean"] == pytest.approx([10 / 3, 8 / 3, 2.0])
+    assert fin.meta["curve"]["n"] == [3, 3, 3]
+    assert out["displacement_final"].per_sample == pytest.approx([0.1, 0.0])
+    assert out["cos_final_last"].per_sample == pytest.approx([0.9, 1.0])
+    assert out["cos_final_first"].meta["curve"]["mean"] == pytest.approx([0.4 / 3, 1.4 / 3, 2.8 / 3])
+    assert out["agree_front_argmax"].value == 0.75
+
+
+def test_non_tm_runs_and_human_row_return_nothing():
+    class AR:
+        kind = "ar"
+
+    assert dynamics(_samples(), ctx=ctx(model=AR())) == {}
+    assert dynamics(_samples(), ctx=ctx(model=None)) == {}
+
+
+def test_missing_trace_is_noted():
+    c = ctx(model=TM())
+    out = dynamics([sample("a", [1])], ctx=c, k1_agreement=False)
+    assert out == {} and "no maturation trace" in c.notes[0]
+
+
+def test_agreement_with_k1(monkeypatch):
+    calls = []
+
+    def maturation(model, prompts, *, max_new_tokens, generator, tail_len=16, **kw):
+        calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "tail_len": tail_len, **kw})
+        table = {(1, 2): [7, 8, 5, 6], (3,): [9, 4, 4, 4]}
+        return DecodeOutput([table[tuple(p)] for p in prompts], {})
+
+    monkeypatch.setitem(sys.modules, "tmbench.decoders.maturation",
+                        types.SimpleNamespace(maturation=maturation))
+    ss = [sample("", [7, 9, 5, 6]), sample("", [7, 8, 5, 6]), sample("", [4, 4], prompt_index=1)]
+    ss[2].prompt_ids = [3]
+    info = {"params": {"tail_len": 16, "alpha_max": 0.5, "trace": True}, "max_new_tokens": 4}
+    out = dynamics(ss, ctx=ctx(model=TM(), decode_info=info))
+    assert out["k1_agree[mode=prefix]"].per_sample == [0.25, 1.0, 0.0]
+    assert out["k1_agree[mode=position]"].per_sample == [0.75, 1.0, 0.5]
+    (call,) = calls  # duplicate prompts decoded once, in one batch
+    assert call["tail_len"] == 1 and call["alpha_max"] == 0.5 and "trace" not in call
+    assert call["max_new_tokens"] == 4 and call["prompts"] == [[1, 2], [3]]
+    c = ctx(model=TM(), decode_info={"params": {"tail_len": 1}})
+    assert "k1_agree[mode=prefix]" not in dynamics(ss, ctx=c)

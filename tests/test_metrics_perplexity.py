@@ -1,0 +1,130 @@
+"""Perplexity: TmbenchLM against lm-eval's own HFLM on the same tiny random Llama and the same
+local task; gen_ppl against direct scoring and under windowing."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from _metrics_util import BigramJudge, ctx, sample, tiny_hfmodel, tiny_llama
+
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed")
+
+from tmbench.lm_eval_adapter import TmbenchLM  # noqa: E402
+from tmbench.metrics.perplexity import gen_ppl, heldout_ppl, judge_logprobs  # noqa: E402
+
+WINDOW = 32  # small, so articles span several rolling windows
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _hflm():
+    from lm_eval.models.huggingface import HFLM
+
+    m, tok = tiny_llama()
+    return HFLM(pretrained=m, tokenizer=tok, max_length=WINDOW, batch_size=1, device="cpu")
+
+
+def _instances(kind, args):
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type=kind, doc={}, arguments=a, idx=i) for i, a in enumerate(args)]
+
+
+def test_heldout_ppl_matches_hflm(tmp_path):
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from tmbench.metrics.perplexity import BBC_TASK, TASKS_DIR, _write_corpus
+
+    c = ctx(model=tiny_hfmodel(), cache_dir=str(tmp_path))
+    ours = heldout_ppl([], ctx=c, n_articles=2, max_length=WINDOW)
+    spec = yaml.safe_load((TASKS_DIR / f"{BBC_TASK}.yaml").read_text())
+    spec["dataset_kwargs"] = {"data_files": {"test": _write_corpus("bbc-test", 2, c)[0]}}
+    ref = simple_evaluate(model=_hflm(), tasks=[spec], bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
+    r = ref["results"][BBC_TASK]
+    for key, name in (("heldout_ppl[corpus=bbc-test,unit=word]", "word_perplexity,none"),
+                      ("heldout_ppl[corpus=bbc-test,unit=byte]", "byte_perplexity,none"),
+                      ("bits_per_byte[corpus=bbc-test]", "bits_per_byte,none")):
+        assert ours[key].value == pytest.approx(r[name], rel=1e-5), key
+    meta = ours["bits_per_byte[corpus=bbc-test]"].meta
+    assert meta["window"] == WINDOW and meta["stride"] == WINDOW and meta["n_docs"] == 2
+    assert meta["tokens"] > 2 * WINDOW  # several windows per article
+    assert "heldout_ppl[corpus=bbc-test,unit=token]" in ours
+
+
+def test_loglikelihood_and_generate_until_match_hflm():
+    ours, ref = TmbenchLM(tiny_hfmodel(), max_length=WINDOW), _hflm()
+    ll = _instances("loglikelihood", [("The bank said", " profits rose"), ("", "Hello world"),
+                                      (" ".join(["word"] * 60), " long context is truncated")])
+    for (a, ga), (b, gb) in zip(ours.loglikelihood(ll), ref.loglikelihood(ll)):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    gen = _instances("generate_until", [("The government said", {"until": ["\n\n"], "max_gen_toks": 8,
+                                                                  "do_sample": False})])
+    assert ours.generate_until(gen) == ref.generate_until(gen)
+
+
+def test_heldout_ppl_human_row_and_errors():
+    c = ctx()
+    assert heldout_ppl([], ctx=c) == {} and "human row" in c.notes[0]
+    with pytest.raises(ValueError, match="corpus"):
+        heldout_ppl([], ctx=ctx(model=tiny_hfmodel()), corpus="nope")
+    with pytest.raises(ValueError, match="max_length"):
+        TmbenchLM(tiny_hfmodel(), max_length=500)  # context is 128
+
+
+def test_gen_ppl_equals_direct_scoring():
+    judge = tiny_hfmodel()
+    ss = [sample(" the bank said on Monday", prompt="Shares fell", prompt_index=0),
+          sample(" and then", prompt="The minister", prompt_index=1)]
+    c = ctx(load_model=lambda name: judge, model=object())
+    s = gen_ppl(ss, ctx=c, judge="tiny")["gen_ppl[judge=tiny]"]
+    tok = judge.tokenizer
+    for x, got in zip(ss, s.per_sample):
+        p, q = tok.encode(x.prompt_text), tok.encode(x.text)
+        ids = torch.tensor([p + q])
+        with torch.no_grad():
+            lp = torch.log_softmax(judge.model(ids).logits[0, :-1].double(), -1)
+        nll = -lp[torch.arange(len(p) - 1, len(p) + len(q) - 1), torch.tensor(q)].mean()
+        assert got == pytest.approx(math.exp(float(nll)), rel=1e-5)
+    assert s.value == pytest.approx(np.mean(s.per_sample))
+    assert s.meta["judge"]["name"] == "tiny-llama" and s.meta["window"] == 1024
+
+
+def test_windowed_scoring_equals_full_for_a_bigram_judge():
+    judge = BigramJudge()
+    words = " ".join(f"w{i % 37}" for i in range(150))
+    ss = [sample(words, prompt="p0 p1 p2 p3")]
+    full, _ = judge_logprobs(judge, ss, ctx(model=object()), window=1024, stride=512)
+    win, meta = judge_logprobs(judge, ss, ctx(model=object()), window=16, stride=5)
+    assert len(full[0]) == 150 and np.allclose(full[0], win[0], atol=1e-12)
+    with pytest.raises(ValueError, match="stride"):
+        judge_logprobs(judge, ss, ctx(), window=8, stride=8)
+
+
+def test_human_row_puts_a_space_before_the_reference():
+    class CharTok:
+        eos_token_id, name = 0, "chars"
+
+        def encode(self, t):
+            return [ord(ch) for ch in t]
+
+    class CharJudge(BigramJudge):
+        def __init__(self):
+            super().__init__(vocab=128)
+            self.tokenizer = CharTok()
+
+    ss = [sample("next words", prompt="prompt words")]
+    human, meta = judge_logprobs(CharJudge(), ss, ctx(decode_info={"human": True}), window=64, stride=32)
+    model, _ = judge_logprobs(CharJudge(), ss, ctx(model=object()), window=64, stride=32)
+    assert len(human[0]) == len("next words") + 1 and len(model[0]) == len("next words")
+    assert "space" in meta["retokenisation"]
