@@ -107,7 +107,8 @@ def _load_hf(spec: dict[str, Any]) -> list[tuple[str, str]]:
     docs = [(f"{spec['path']}:{i}", row[field]) for i, row in enumerate(ds)]
     if spec.get("join_lines"):  # WikiText stores one line per row; articles start at " = X = "
         docs = _join_wikitext(docs)
-    return [d for d in docs if d[1].strip()]
+    # Without join_lines every row is a document (a WikiText paragraph); headings are dropped.
+    return [d for d in docs if d[1].strip() and not d[1].strip().startswith("= ")]
 
 
 def _join_wikitext(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
