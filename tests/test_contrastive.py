@@ -105,7 +105,8 @@ def reference(hf, prompt, max_new_tokens, k, alpha, eos):
         context = out.hidden_states[-1][0]  # (L, H), every token so far
         best, best_score = None, -math.inf
         for p, v in zip(*probs.topk(k)):
-            h = hf(torch.tensor([seq + [int(v)]]), output_hidden_states=True).hidden_states[-1][0, -1]
+            cand = hf(torch.tensor([seq + [int(v)]]), output_hidden_states=True)
+            h = cand.hidden_states[-1][0, -1]
             penalty = max(float(F.cosine_similarity(h, c, dim=0)) for c in context)
             score = (1 - alpha) * float(p) - alpha * penalty
             if score > best_score:

@@ -198,6 +198,17 @@ def test_per_prompt_generators_make_rows_independent(hf, prompts):
     assert batched == single
     with pytest.raises(ValueError, match="one per prompt"):
         sampling.sample(model, prompts, max_new_tokens=2, generator=[gen(0)])
+    with pytest.raises(ValueError, match="sampling decoders need generator"):
+        sampling.sample(model, prompts, max_new_tokens=2, generator=None)
+
+
+def test_one_generator_rows_ignore_other_rows_contents(hf, prompts):
+    """With one generator, row b's tokens depend on its position, not on the other prompts."""
+    model = wrap(hf, 62)
+    a = sampling.sample(model, prompts, max_new_tokens=8, generator=gen(9))
+    other = [prompts[0], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], prompts[2], [7]]
+    b = sampling.sample(model, other, max_new_tokens=8, generator=gen(9))
+    assert (a[0], a[2]) == (b[0], b[2]) and a[1] != b[1]
 
 
 def test_degenerate_truncation_is_greedy(hf, prompts):

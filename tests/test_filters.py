@@ -128,7 +128,8 @@ def test_frequency_and_presence_by_hand():
     assert torch.equal(filters.presence_penalty(x, hist, 0.25),
                        torch.tensor([[0.75, -2.0, 0.25, 3.0], [0.0, -0.25, 0.0, -0.25]]))
     # negative values reward repetition
-    assert torch.equal(filters.presence_penalty(x, hist, -1.0)[1], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    rewarded = filters.presence_penalty(x, hist, -1.0)[1]
+    assert torch.equal(rewarded, torch.tensor([0.0, 1.0, 0.0, 1.0]))
     empty = torch.zeros(2, 0, dtype=torch.long)
     assert torch.equal(filters.frequency_penalty(x, empty, 2.0), x)
 

@@ -19,7 +19,8 @@ Protocol, the same as lm-eval's ``HFLM`` so numbers are comparable:
   with ``context_len`` (default 1, lm-eval's choice): each window feeds ``max_length`` tokens,
   the first window is prefixed by ``prefix_token_id`` (BOS, else EOS), and the stride is
   ``max_length - context_len + 1`` predicted tokens per window; the last window keeps a full
-  context. Every token is predicted exactly once.
+  context. Every token is predicted exactly once. Windows of all documents are scored in
+  left-padded batches of at most ``batch_tokens`` tokens (AR models; others one by one).
 - ``generate_until``: greedy. AR models through ``prefill``/``step``; TM models through the
   ``maturation`` decoder (argmax commit, generator seeded 0). The context is left-truncated to
   ``max_length - max_gen_toks``; stops at EOS, a stop string, or ``max_gen_toks``.
@@ -54,7 +55,7 @@ class TmbenchLM(TemplateLM):
 
     def __init__(self, model: Any, *, max_length: int | None = None, context_len: int = 1,
                  max_gen_toks: int = 256, prefix_token_id: int | None = None,
-                 batch_size: int = 1):
+                 batch_tokens: int = 2048):
         super().__init__()
         if getattr(model, "tokenizer", None) is None or not hasattr(model, "token_logprobs"):
             raise ValueError("TmbenchLM needs a model with .tokenizer and .token_logprobs(seqs)")
@@ -71,7 +72,7 @@ class TmbenchLM(TemplateLM):
         if not 1 <= context_len <= max_length:
             raise ValueError(f"context_len must be in [1, max_length], got {context_len}")
         self._max_length, self.context_len = int(max_length), int(context_len)
-        self._max_gen_toks, self.batch_size = int(max_gen_toks), int(batch_size)
+        self._max_gen_toks, self.batch_tokens = int(max_gen_toks), int(batch_tokens)
         bos = getattr(self.tok, "bos_token_id", None)
         if bos is None:
             bos = getattr(getattr(self.tok, "tok", None), "bos_token_id", None)
@@ -133,19 +134,24 @@ class TmbenchLM(TemplateLM):
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        out = []
-        for (string,) in [r.args for r in requests]:
+        from tmbench.metrics.judge import token_logprobs_batched
+
+        strings = [r.args[0] for r in requests]
+        jobs: list[tuple[int, list[int], int]] = []  # (request, window input, scored tokens)
+        for k, string in enumerate(strings):
             tokens = self.tok_encode(string)
-            windows = map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
-                token_list=tokens, prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length, context_len=self.context_len))
-            total = 0.0
-            for ctx, cont in windows:
-                total += self._score(ctx + cont, len(cont), greedy=False)[0]
             self.token_counts[string] = len(tokens)
-            out.append(total)
+            for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
+                    token_list=tokens, prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=self.context_len)):
+                jobs.append((k, ctx + cont, len(cont)))
+        totals = [0.0] * len(strings)
+        for (k, _, n), lp in zip(jobs, token_logprobs_batched(self.model, [j[1] for j in jobs],
+                                                              self.batch_tokens)):
+            totals[k] += float(lp[len(lp) - n:].sum())
+        for string, total in zip(strings, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
-        return out
+        return totals
 
     # ---- generation ------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:

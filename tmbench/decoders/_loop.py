@@ -71,31 +71,39 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(-1)
 
 
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(N, V) probabilities -> (N,) ids, drawn on the generator's device (so a CPU generator
+    also serves a model on an accelerator)."""
+    if generator.device != probs.device:
+        ids = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+        return ids[:, 0].to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 def sampler(generator: Generators, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Ancestral draw from softmax(logits) with ``torch.multinomial``.
 
-    One generator: each step draws for all B rows from it, so row b's draws depend on its
-    position b and on B, never on the other rows' contents (finished rows keep drawing).
+    One generator: each step draws for all B rows from it (finished rows too), so row b's
+    draws depend on its position b, on B and on V, never on the other rows' contents (on CPU,
+    ``multinomial`` with one sample takes ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn (B, V)).
     A sequence of B generators: row b draws only from ``generator[b]``, so its tokens do not
     depend on the batch at all (up to the float effects of batching in the model).
     """
     if isinstance(generator, (list, tuple)):
-        if len(generator) != batch:
-            raise ValueError(f"generator must be one torch.Generator or one per prompt "
-                             f"({batch}), got a sequence of {len(generator)}")
+        if len(generator) != batch or not all(isinstance(g, torch.Generator) for g in generator):
+            raise ValueError(f"generator must be one torch.Generator or a sequence of one per "
+                             f"prompt ({batch}), got {len(generator)} items")
         gens = list(generator)
 
         def pick_each(logits):
             probs = logits.softmax(-1)
-            return torch.cat([torch.multinomial(probs[b:b + 1], 1, generator=g)
-                              for b, g in enumerate(gens)])[:, 0]
+            return torch.cat([_draw(probs[b:b + 1], g) for b, g in enumerate(gens)])
 
         return pick_each
-
-    def pick(logits):
-        return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
-
-    return pick
+    if not isinstance(generator, torch.Generator):
+        raise ValueError("sampling decoders need generator: a torch.Generator or one per "
+                         f"prompt, got {generator!r}")
+    return lambda logits: _draw(logits.softmax(-1), generator)
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Beam search, batched over prompts, reproducing transformers' ``_beam_search`` exactly.
 
-The bookkeeping follows transformers (generation/utils.py, v4.50+ vectorised rewrite) so that
+The bookkeeping follows transformers' vectorised ``_beam_search`` (generation/utils.py) so that
 ``beam(...)`` equals ``generate(num_beams=n, do_sample=False)`` token for token:
 - each step keeps the top ``2 * num_beams`` continuations over all beams of a prompt, so that
   ``num_beams`` non-finished ones remain even if every beam picks EOS;
@@ -11,7 +11,9 @@ The bookkeeping follows transformers (generation/utils.py, v4.50+ vectorised rew
   ``early_stopping=True`` or no running beam can beat the worst finished one (the heuristic
   transformers uses: ``early_stopping=False`` assumes the current length, ``"never"`` assumes
   ``max_new_tokens`` when ``length_penalty > 0``);
-- penalties act on log-probabilities, as transformers applies its processors there.
+- penalties act on log-probabilities, as transformers applies its processors there; their
+  history skips left pads, while transformers also counts the pad id, so with penalties the
+  two agree on batches of equal-length prompts.
 Sentinel scores of ``-1e9`` are kept as in transformers, since ties among them decide which
 placeholder fills an empty slot.
 """

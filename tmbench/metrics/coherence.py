@@ -7,7 +7,7 @@
 - ``coherence[def=judge-logprob,judge=J]``: mean log-probability (nats per judge token) of the
   continuation given the prompt under judge J with J's own tokenizer (Su & Collier 2023 used
   OPT-2.7B; the offline default is SmolLM2-135M). At most 0. Scored exactly as ``gen_ppl``
-  (see :mod:`tmbench.metrics.perplexity` for retokenisation and windowing).
+  (see :mod:`tmbench.metrics.judge` for retokenisation, windowing and the cache).
 
 Both per sample; higher is better (but degenerate repetition also scores a high judge
 log-probability, so read it next to a diversity figure). A definition whose model is missing
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from tmbench.metrics.mauve import featurizer_from_ctx
-from tmbench.metrics.perplexity import judge_logprobs
+from tmbench.metrics.judge import judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 DEFINITIONS = ("embed-cos", "judge-logprob")
@@ -27,7 +27,8 @@ DEFINITIONS = ("embed-cos", "judge-logprob")
 
 def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
               featurizer: str = "all-minilm-l6-v2", judge: str = "smollm2-135m",
-              max_length: int = 256, window: int = 1024, stride: int = 512) -> dict[str, Score]:
+              max_length: int = 256, window: int = 1024, stride: int = 512,
+              batch_tokens: int = 2048) -> dict[str, Score]:
     defs = (defs,) if isinstance(defs, str) else tuple(defs)
     bad = [d for d in defs if d not in DEFINITIONS]
     if bad or not defs:
@@ -42,7 +43,7 @@ def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
             if d == "embed-cos":
                 out.update(_embed_cos(samples, ctx, featurizer, max_length))
             else:
-                out.update(_judge_logprob(samples, ctx, judge, window, stride))
+                out.update(_judge_logprob(samples, ctx, judge, window, stride, batch_tokens))
         except (ImportError, ValueError) as e:
             errors.append(e)
             ctx.notes.append(f"coherence def={d} skipped: {e}")
@@ -66,9 +67,11 @@ def _embed_cos(samples, ctx, featurizer: str, max_length: int) -> dict[str, Scor
             Score(float(np.mean(per)), per, True, meta)}
 
 
-def _judge_logprob(samples, ctx, judge: str, window: int, stride: int) -> dict[str, Score]:
+def _judge_logprob(samples, ctx, judge: str, window: int, stride: int,
+                   batch_tokens: int) -> dict[str, Score]:
     jm = ctx.load_model(judge)
-    lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride)
+    lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
+                               batch_tokens=batch_tokens)
     per = [float(lp.mean()) if len(lp) else float("nan") for lp in lps]
     ok = [p for p in per if not np.isnan(p)]
     meta["definition"] = "mean log p_judge(continuation token | prompt, previous tokens), nats"

@@ -12,9 +12,9 @@ the tokenizer. The human row is skipped (no generator). Results are cached on di
 content hash and parameters, since every decoder and seed of a model would recompute them.
 
 ``gen_ppl``: each continuation re-tokenised with the judge's tokenizer and scored given its
-prompt (prompt and continuation encoded separately and concatenated, no BOS; the prompt is
-not scored). Longer than ``window`` tokens: the continuation is scored in chunks of ``stride``
-tokens, each with up to ``window`` tokens of context. Per sample: exp(mean token NLL); the
+prompt (:mod:`tmbench.metrics.judge`: prompt and continuation encoded separately and
+concatenated, no BOS, prompt not scored; windows of ``window`` tokens advancing by ``stride``
+for long texts; scores cached per judge). Per sample: exp(mean token NLL); the
 key's value is the mean over samples, ``meta["pooled"]`` the token-weighted figure. Applies to
 the human row too (the judge scores the reference). Degenerate text scores low, so read it
 next to a diversity figure (DESIGN 8.8); closer to the human row is better.
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tmbench.metrics.judge import judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
@@ -42,7 +43,7 @@ CORPORA = ("bbc-test", "bbc-valid")
 # ---- held-out perplexity ----------------------------------------------------------------------
 def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc-test",
                 n_articles: int = 8, max_length: int | None = None, context_len: int = 1,
-                lm_eval_task: str | None = None) -> dict[str, Score]:
+                lm_eval_task: str | None = None, batch_tokens: int = 2048) -> dict[str, Score]:
     if ctx.model is None:
         ctx.notes.append("heldout_ppl: no generator model (human row); skipped")
         return {}
@@ -53,7 +54,8 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
         raise ValueError(f"n_articles must be >= 1, got {n_articles}")
     from tmbench.lm_eval_adapter import TmbenchLM
 
-    lm = TmbenchLM(ctx.model, max_length=max_length, context_len=context_len)
+    lm = TmbenchLM(ctx.model, max_length=max_length, context_len=context_len,
+                   batch_tokens=batch_tokens)
     label = lm_eval_task or corpus
     data_path, data_hash = (None, None) if lm_eval_task else _write_corpus(corpus, n_articles, ctx)
     params = {"corpus": label, "n_articles": None if lm_eval_task else n_articles,
@@ -151,11 +153,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # ---- generation perplexity ---------------------------------------------------------------------
 def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "smollm2-135m",
-            window: int = 1024, stride: int = 512) -> dict[str, Score]:
+            window: int = 1024, stride: int = 512, batch_tokens: int = 2048) -> dict[str, Score]:
     if not samples:
         return {}
     jm = ctx.load_model(judge)
-    lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride)
+    lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
+                               batch_tokens=batch_tokens)
     per = [math.exp(-float(lp.mean())) if len(lp) else float("nan") for lp in lps]
     ok = [p for p in per if not math.isnan(p)]
     n_tok = sum(len(lp) for lp in lps)
@@ -164,56 +167,6 @@ def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "smollm2-
              "reading": "lower is not better by itself: closer to the human row is"}
     return {metric_key("gen_ppl", judge=judge): Score(
         float(np.mean(ok)) if ok else float("nan"), per if len(ok) == len(per) else None, None, meta)}
-
-
-def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window: int,
-                   stride: int) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Per sample, the judge's log-probabilities (nats) of the continuation tokens given the
-    prompt, under the judge's own tokenizer; and the protocol for ``meta``."""
-    if not 1 <= stride < window:
-        raise ValueError(f"need 1 <= stride < window, got stride={stride}, window={window}")
-    human = ctx.model is None or bool(ctx.decode_info.get("human"))
-    tok = jm.tokenizer
-    prefix = getattr(getattr(tok, "tok", None), "bos_token_id", None)
-    prefix = tok.eos_token_id if prefix is None else prefix
-    out, empty = [], 0
-    for s in samples:
-        prompt, cont = s.prompt_text, s.text
-        if human and prompt and cont and not prompt[-1].isspace() and not cont[0].isspace():
-            cont = " " + cont  # references are the words after the prompt, without the space
-        p_ids = list(tok.encode(prompt)) or [prefix]
-        c_ids = list(tok.encode(cont))
-        empty += not c_ids
-        out.append(_continuation_logprobs(jm, p_ids, c_ids, window, stride))
-    if empty:
-        ctx.notes.append(f"{empty} samples have an empty continuation; they get no judge score")
-    ident = jm.identity() if hasattr(jm, "identity") else {"name": str(jm)}
-    gen = ctx.model.identity() if ctx.model is not None and hasattr(ctx.model, "identity") else None
-    if gen is not None and gen == ident:
-        ctx.notes.append("the judge is the generator itself; its scores are not independent")
-    return out, {"judge": ident, "window": window, "stride": stride,
-                 "retokenisation": "prompt_text and text re-encoded separately with the judge "
-                                   "tokenizer, concatenated, no BOS; prompt tokens not scored"
-                                   + ("; a space is put between prompt and reference (human row)"
-                                      if human else ""),
-                 "n_tokens": int(sum(len(x) for x in out))}
-
-
-def _continuation_logprobs(jm: Any, p_ids: list[int], c_ids: list[int], window: int,
-                           stride: int) -> np.ndarray:
-    seq, start = p_ids + c_ids, len(p_ids)
-    if not c_ids:
-        return np.zeros(0)
-    if len(seq) <= window:
-        return jm.token_logprobs([seq])[0].double().numpy()[start - 1:]
-    parts, s = [], start
-    while s < len(seq):  # chunks of `stride` scored tokens with up to `window` tokens of input
-        e = min(s + stride, len(seq))
-        lo = max(0, e - window)
-        lp = jm.token_logprobs([seq[lo:e]])[0].double().numpy()  # predicts seq[lo+1:e]
-        parts.append(lp[s - lo - 1:])
-        s = e
-    return np.concatenate(parts)
 
 
 def _version(dist: str) -> str:

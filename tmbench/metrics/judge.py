@@ -1,0 +1,143 @@
+"""Scoring continuations with a judge LM: shared by ``gen_ppl`` and judge-logprob coherence.
+
+Protocol (recorded in ``meta``): the prompt and the continuation texts are re-encoded
+separately with the judge's tokenizer and concatenated, without BOS (an empty prompt becomes
+the judge's BOS, else EOS); only continuation tokens are scored. Human-row references are the
+words after the prompt without their separating space, so one space is put back. A sequence
+longer than ``window`` is scored in chunks of ``stride`` continuation tokens, each chunk seeing
+up to ``window`` tokens (so every scored token has at least ``window - stride`` tokens of
+context, or all of them).
+
+AR judges are scored in left-padded batches through ``ARModel.forward`` (about 2x faster on
+CPU than one sequence at a time), up to ``batch_tokens`` padded tokens per forward; any other
+judge goes through its ``token_logprobs``. Scores are cached on disk per judge identity,
+window, stride and text pair, so a second metric with the same judge costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tmbench.types import MetricContext, Sample
+
+
+def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window: int,
+                   stride: int, batch_tokens: int = 2048) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Per sample, the judge's log-probabilities (nats, float64) of the continuation tokens
+    given the prompt; and the protocol for ``meta``."""
+    if not 1 <= stride < window:
+        raise ValueError(f"need 1 <= stride < window, got stride={stride}, window={window}")
+    human = ctx.model is None or bool(ctx.decode_info.get("human"))
+    ident = jm.identity() if hasattr(jm, "identity") else {"name": type(jm).__name__}
+    pairs = []
+    for s in samples:
+        prompt, cont = s.prompt_text, s.text
+        if human and prompt and cont and not prompt[-1].isspace() and not cont[0].isspace():
+            cont = " " + cont  # references are the words after the prompt, without the space
+        pairs.append((prompt, cont))
+    cache = _Cache(ctx.cache_dir, ident, window, stride)
+    out: list[np.ndarray | None] = [cache.get(p) for p in pairs]
+    todo = [i for i, o in enumerate(out) if o is None]
+    if todo:
+        for i, lp in zip(todo, _score_pairs(jm, [pairs[i] for i in todo], window, stride, batch_tokens)):
+            out[i] = lp
+            cache.put(pairs[i], lp)
+    empty = sum(len(o) == 0 for o in out)
+    if empty:
+        ctx.notes.append(f"{empty} samples have an empty continuation; they get no judge score")
+    gen = ctx.model.identity() if ctx.model is not None and hasattr(ctx.model, "identity") else None
+    if gen is not None and gen == ident:
+        ctx.notes.append("the judge is the generator itself; its scores are not independent")
+    meta = {"judge": ident, "window": window, "stride": stride,
+            "retokenisation": "prompt_text and text re-encoded separately with the judge "
+                              "tokenizer, concatenated, no BOS; prompt tokens not scored"
+                              + ("; one space put between prompt and reference (human row)"
+                                 if human else ""),
+            "n_tokens": int(sum(len(o) for o in out))}
+    return out, meta  # type: ignore[return-value]
+
+
+def _score_pairs(jm: Any, pairs: list[tuple[str, str]], window: int, stride: int,
+                 batch_tokens: int) -> list[np.ndarray]:
+    tok = jm.tokenizer
+    prefix = getattr(tok, "bos_token_id", None)
+    if prefix is None:
+        prefix = getattr(getattr(tok, "tok", None), "bos_token_id", None)
+    prefix = tok.eos_token_id if prefix is None else prefix
+    jobs: list[tuple[int, list[int], int]] = []  # (pair index, input ids, scored tail length)
+    for k, (prompt, cont) in enumerate(pairs):
+        p_ids = list(tok.encode(prompt)) or [prefix]
+        c_ids = list(tok.encode(cont))
+        seq, s = p_ids + c_ids, len(p_ids)
+        while s < len(seq):  # chunks of `stride` scored tokens with up to `window` tokens of input
+            e = min(s + stride, len(seq)) if len(seq) > window else len(seq)
+            lo = max(0, e - window)
+            jobs.append((k, seq[lo:e], e - s))
+            s = e
+    scores = token_logprobs_batched(jm, [j[1] for j in jobs], batch_tokens)
+    parts: list[list[np.ndarray]] = [[] for _ in pairs]
+    for (k, _, n), lp in zip(jobs, scores):
+        parts[k].append(lp[len(lp) - n:])
+    return [np.concatenate(p) if p else np.zeros(0) for p in parts]
+
+
+@torch.no_grad()
+def token_logprobs_batched(jm: Any, seqs: list[list[int]], batch_tokens: int = 2048) -> list[np.ndarray]:
+    """log p(x_t | x_<t), t = 1..T-1, per sequence (float64). AR models: left-padded batches
+    (as ``ARModel.prefill`` pads) of at most ``batch_tokens`` padded tokens."""
+    if getattr(jm, "kind", None) != "ar" or not hasattr(jm, "forward") or batch_tokens <= 0:
+        return [lp.double().cpu().numpy() for lp in jm.token_logprobs(seqs)]
+    out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
+    order = sorted((i for i in range(len(seqs)) if len(seqs[i]) >= 2), key=lambda i: -len(seqs[i]))
+    while order:
+        S = len(seqs[order[0]])
+        chunk, order = order[:max(1, batch_tokens // S)], order[max(1, batch_tokens // S):]
+        ids = torch.zeros(len(chunk), S, dtype=torch.long)
+        mask = torch.zeros(len(chunk), S, dtype=torch.long)
+        for b, i in enumerate(chunk):
+            ids[b, S - len(seqs[i]):] = torch.tensor(seqs[i])
+            mask[b, S - len(seqs[i]):] = 1
+        ids, mask = ids.to(jm.device), mask.to(jm.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = jm.forward(ids, mask, pos, None)[0][:, :-1].float()  # (B, S-1, V)
+        tgt = logits.gather(-1, ids[:, 1:, None])[..., 0]  # (B, S-1)
+        lp = (tgt - torch.logsumexp(logits, -1)).double().cpu().numpy()
+        for b, i in enumerate(chunk):
+            out[i] = lp[b, S - len(seqs[i]):]
+    return out
+
+
+class _Cache:
+    """Judge scores on disk: one .npy per (judge identity, window, stride, prompt, text)."""
+
+    def __init__(self, cache_dir: str | None, ident: dict, window: int, stride: int):
+        self.folder = None
+        if cache_dir is not None and ident.get("content_hash"):
+            key = json.dumps([ident, window, stride], sort_keys=True, default=str)
+            self.folder = Path(cache_dir) / "judge" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def _path(self, pair: tuple[str, str]) -> Path:
+        digest = hashlib.sha256("\0".join(pair).encode()).hexdigest()
+        return self.folder / f"{digest}.npy"
+
+    def get(self, pair: tuple[str, str]) -> np.ndarray | None:
+        if self.folder is None or not self._path(pair).exists():
+            return None
+        return np.load(self._path(pair))
+
+    def put(self, pair: tuple[str, str], lp: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, lp)
+        os.replace(tmp, self._path(pair))
