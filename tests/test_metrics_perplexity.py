@@ -129,3 +129,20 @@ def test_human_row_puts_a_space_before_the_reference():
     model, _ = judge_logprobs(CharJudge(), ss, ctx(model=object()), window=64, stride=32)
     assert len(human[0]) == len("next words") + 1 and len(model[0]) == len("next words")
     assert "space" in meta["retokenisation"]
+
+
+def test_batched_scoring_equals_one_by_one_and_judge_cache(tmp_path):
+    m = tiny_hfmodel()
+    seqs = [list(range(5, 5 + n)) for n in (1, 2, 7, 30, 12)]
+    one = m.token_logprobs(seqs)
+    for budget in (8, 64, 10_000):
+        got = token_logprobs_batched(m, seqs, budget)
+        for a, b in zip(one, got):
+            assert len(a) == len(b) and np.allclose(a.double().numpy(), b, atol=1e-5)
+    m.content_hash = "tiny0"  # identified judges are cached
+    ss = [sample(" the bank said", prompt="Shares fell")]
+    c = ctx(model=object(), cache_dir=str(tmp_path))
+    first, _ = judge_logprobs(m, ss, c, window=64, stride=32)
+    m.token_logprobs = m.forward = None  # a second call must not touch the model
+    again, _ = judge_logprobs(m, ss, c, window=64, stride=32)
+    assert np.array_equal(first[0], again[0]) and len(list(tmp_path.rglob("*.npy"))) == 1

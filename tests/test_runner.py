@@ -31,7 +31,9 @@ def sample_decoder(model, prompts, *, max_new_tokens, generator):
     out = model.prefill(prompts)
     toks = [[] for _ in prompts]
     for _ in range(max_new_tokens):
-        nxt = torch.multinomial(out.logits.softmax(-1), 1, generator=generator)[:, 0]
+        probs = out.logits.softmax(-1)
+        nxt = torch.cat([torch.multinomial(probs[b:b + 1], 1, generator=g)[:, 0]
+                         for b, g in enumerate(generator)])
         for b, t in enumerate(nxt.tolist()):
             toks[b].append(t)
         out = model.step(out.state, nxt)
@@ -203,3 +205,13 @@ def register_model_for_test(name):
     from tmbench.registry import register_model
 
     return register_model(name)
+
+
+def test_sampled_tokens_do_not_depend_on_batch_size(tmp_path, suite):
+    toks = []
+    for bs in (1, 3):
+        s = suite.__class__(**{**suite.__dict__, "batch_sizes": (bs,)})
+        out = tmp_path / f"b{bs}"
+        Runner(s, out, progress=False, log=lambda *a: None).run(decoders=["nucleus"], seeds=[5])
+        toks.append([x["token_ids"] for x in read_record(records(out)[0])["samples"]])
+    assert toks[0] == toks[1]

@@ -374,7 +374,10 @@ class Runner:
             return DecodeOutput(a.tokens + b.tokens, info), wa + wb
 
     def _decode(self, model, fn, plan: RunPlan, batch_ids, start: int, max_new: int):
-        gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + start)
+        # One generator per prompt, seeded from (run seed, prompt position): a prompt's tokens
+        # do not depend on the batch it lands in (batch size, sharding, memory back-off).
+        gen = [torch.Generator().manual_seed(plan.seed * 1_000_003 + start + j)
+               for j in range(len(batch_ids))]
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -465,7 +468,7 @@ class Runner:
                                      "for prompt + half the reference; article body after the headline"},
             "continuation": {"max_new_tokens": self.suite.max_new_tokens,
                              "eos": "generation stops at EOS; EOS is kept in token_ids, not in text"},
-            "rng": "torch.Generator per batch seeded with seed * 1000003 + first prompt index",
+            "rng": "one torch.Generator per prompt, seeded with seed * 1000003 + prompt position",
             "metrics": [{"name": m.name, "params": m.params} for m in self.suite.metrics],
         }
 

@@ -473,9 +473,13 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
             _save(model, optimizer, step, cfg, out)
     bar.close()
     log.close()
-    if step >= o.steps:
-        save_model_dir(model, out / "final", extra={"trained": {"steps": step, "seed": cfg.seed,
-                                                                 **last_eval}})
+    if step >= o.steps and (last_eval or not (out / "final").exists()):
+        trained = {"steps": step, "seed": cfg.seed, "init_from": cfg.init_from,
+                   "tokens": step * B * o.grad_accum * cfg.data.block_size, **last_eval}
+        save_model_dir(model, out / "final", extra={"trained": trained})
+    elif (out / "final").exists():  # resumed a finished run: report its numbers
+        last_eval = {k: v for k, v in checkpoint.read_json(out / "final" / "config.json")
+                     .get("trained", {}).items() if k.startswith("val_")}
     return last_eval
 
 

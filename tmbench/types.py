@@ -3,7 +3,11 @@
 A **decoder** is a plain function::
 
     def my_decoder(model, prompts: list[list[int]], *, max_new_tokens: int,
-                   generator: torch.Generator, **params) -> list[list[int]] | DecodeOutput
+                   generator: list[torch.Generator], **params) -> list[list[int]] | DecodeOutput
+
+``generator`` holds one ``torch.Generator`` per prompt, seeded by the runner from (run seed,
+prompt position): row b draws only from ``generator[b]``, so a prompt's tokens never depend on
+the batch it lands in. (The built-in decoders also accept a single generator for the batch.)
 
 Its keyword parameters (with defaults) are its schema; the runner validates a suite's settings
 against the signature and records the resolved values. Returned continuations stop at (and

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from tmbench.metrics.mauve import featurizer_from_ctx
-from tmbench.metrics.judge import judge_logprobs
+from tmbench.metrics.judge import judge_from_ctx, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 DEFINITIONS = ("embed-cos", "judge-logprob")
@@ -69,7 +69,7 @@ def _embed_cos(samples, ctx, featurizer: str, max_length: int) -> dict[str, Scor
 
 def _judge_logprob(samples, ctx, judge: str, window: int, stride: int,
                    batch_tokens: int) -> dict[str, Score]:
-    jm = ctx.load_model(judge)
+    jm = judge_from_ctx(ctx, judge)
     lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
                                batch_tokens=batch_tokens)
     per = [float(lp.mean()) if len(lp) else float("nan") for lp in lps]

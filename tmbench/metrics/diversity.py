@@ -55,14 +55,14 @@ def diversity(samples: list[Sample], *, ctx: MetricContext, ns=(1, 2, 3, 4),
     group = prompt_groups(samples)
     multi = int(np.bincount(group).max()) >= 2
     if not multi and ("prompt" in scopes or "prompt" in refs_list):
-        ctx.notes.append("diversity: one sample per prompt in this call; scope/refs=prompt skipped")
+        ctx.notes.append("one sample per prompt in this call; scope/refs=prompt skipped")
     scopes = tuple(s for s in scopes if s != "prompt" or multi)
     refs_list = tuple(r for r in refs_list if r != "prompt" or multi)
     eos = eos_of(ctx)
     out: dict[str, Score] = {}
     for unit in units:
         if not has_units(samples, unit):
-            ctx.notes.append(f"diversity: no token ids in these samples; unit={unit} skipped")
+            ctx.notes.append(f"no token ids in these samples; unit={unit} skipped")
             continue
         seqs = intern(sample_units(samples, unit, eos))
         common = {"unit": unit, "n_samples": len(samples), "n_prompts": int(group.max()) + 1}
@@ -128,11 +128,11 @@ def _self_bleu(seqs, group, refs: str, unit: str, n: int, smoothing: str, common
             "reference": "nltk.translate.bleu_score sentence_bleu / corpus_bleu"}
     have = [s for s in sent if s is not None]
     if not have:
-        ctx.notes.append(f"diversity: Self-BLEU refs={refs} needs two samples; skipped")
+        ctx.notes.append(f"Self-BLEU refs={refs} needs two samples; skipped")
         return {}
     complete = len(have) == len(sent)
     if not complete:
-        ctx.notes.append(f"diversity: Self-BLEU refs={refs}: {len(sent) - len(have)} samples "
+        ctx.notes.append(f"Self-BLEU refs={refs}: {len(sent) - len(have)} samples "
                          "without references were left out")
     key = dict(n=n, refs=refs, unit=unit)
     return {
@@ -173,7 +173,7 @@ def _zipf(seqs, max_rank: int, common, ctx) -> Score:
     meta = {**common, "fit": "OLS of ln(count) on ln(rank), ranks 1..min(V, max_rank), s = -slope "
                              "(Holtzman et al. 2020)", "max_rank": max_rank, "n_ranks": len(freqs)}
     if len(freqs) < 2:
-        ctx.notes.append("diversity: Zipf coefficient needs at least two distinct units; NaN")
+        ctx.notes.append("Zipf coefficient needs at least two distinct units; NaN")
         return Score(float("nan"), None, None, meta)
     x, y = np.log(np.arange(1, len(freqs) + 1)), np.log(freqs)
     slope, _ = np.polyfit(x, y, 1)

@@ -43,7 +43,7 @@ def dynamics(samples: list[Sample], *, ctx: MetricContext, k1_agreement: bool = 
     if any(traces):
         out.update(_trace_scores(traces, ctx))
     else:
-        ctx.notes.append("dynamics: no maturation trace in these samples (decode with trace=true)")
+        ctx.notes.append("no maturation trace in these samples (decode with trace=true)")
     agree = [s.info.get("agree_front_argmax") for s in samples]
     if all(a is not None for a in agree):
         per = [float(a) for a in agree]
@@ -115,17 +115,17 @@ def _trace_scores(traces: list[dict | None], ctx: MetricContext) -> dict[str, Sc
 def _k1_agreement(samples: list[Sample], ctx: MetricContext, batch_size: int) -> dict[str, Score]:
     params = dict(ctx.decode_info.get("params", {}))
     if params.get("tail_len") == 1:
-        ctx.notes.append("dynamics: this run is K=1 already; agreement with K=1 not computed")
+        ctx.notes.append("this run is K=1 already; agreement with K=1 not computed")
         return {}
     try:
         from tmbench.decoders.maturation import maturation
     except ImportError as e:
-        ctx.notes.append(f"dynamics: agreement with K=1 skipped ({e})")
+        ctx.notes.append(f"agreement with K=1 skipped ({e})")
         return {}
     for k in ("tail_len", "trace", "max_new_tokens", "generator"):
         params.pop(k, None)
     if params.get("sample_commit") or params.get("sigma_dyn", 0.0):
-        ctx.notes.append("dynamics: the decoder is stochastic; agreement with K=1 mixes noise in")
+        ctx.notes.append("the decoder is stochastic; agreement with K=1 mixes noise in")
     max_new = int(ctx.decode_info.get("max_new_tokens") or max(len(s.token_ids) for s in samples))
     uniq = list(dict.fromkeys(tuple(s.prompt_ids) for s in samples))
     ref: dict[tuple, list[int]] = {}

@@ -29,6 +29,21 @@ import torch
 from tmbench.types import MetricContext, Sample
 
 
+def judge_from_ctx(ctx: MetricContext, name: str) -> Any:
+    """Load a judge through the runner (cached and recorded). A name the model registry does
+    not know is loaded with transformers as a hub name or local folder (online for hub names;
+    not cached across runs, so register big hub judges with ``tmbench.registry.register_model``)."""
+    from tmbench.registry import MODELS
+
+    if name in MODELS:
+        return ctx.load_model(name)
+    from tmbench.models.hf import load_hf
+
+    jm = load_hf(name, device=ctx.device)
+    ctx.notes.append(f"judge {name!r} loaded with transformers (not in the model registry)")
+    return jm
+
+
 def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window: int,
                    stride: int, batch_tokens: int = 2048) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Per sample, the judge's log-probabilities (nats, float64) of the continuation tokens

@@ -41,7 +41,7 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
     if not samples:
         return {}
     if all(s.text == s.reference_text for s in samples):
-        ctx.notes.append("mauve: human row (texts are the references); MAUVE of human text "
+        ctx.notes.append("human row (texts are the references); MAUVE of human text "
                          "against itself is not meaningful, skipped")
         return {}
     import mauve as mauve_pkg  # lazy: pulls faiss and scikit-learn
@@ -54,7 +54,7 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
     q = embed_cached(feat, [s.text for s in samples], max_text_length, ctx.cache_dir)
     n = min(len(p), len(q))
     if n < RECOMMENDED_N:
-        ctx.notes.append(f"mauve: n={n} (P {len(p)}, Q {len(q)}) is below the few thousand "
+        ctx.notes.append(f"n={n} (P {len(p)}, Q {len(q)}) is below the few thousand "
                          f"samples the MAUVE authors recommend (paper: 5,000); expect a biased, "
                          "high-variance estimate and compare only at equal n")
     vals, stars, buckets = [], [], None

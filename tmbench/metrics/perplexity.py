@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tmbench.metrics.judge import judge_logprobs
+from tmbench.metrics.judge import judge_from_ctx, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
@@ -45,7 +45,7 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
                 n_articles: int = 8, max_length: int | None = None, context_len: int = 1,
                 lm_eval_task: str | None = None, batch_tokens: int = 2048) -> dict[str, Score]:
     if ctx.model is None:
-        ctx.notes.append("heldout_ppl: no generator model (human row); skipped")
+        ctx.notes.append("no generator model (human row); skipped")
         return {}
     if lm_eval_task is None and corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; accepted: {', '.join(CORPORA)} "
@@ -156,7 +156,7 @@ def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "smollm2-
             window: int = 1024, stride: int = 512, batch_tokens: int = 2048) -> dict[str, Score]:
     if not samples:
         return {}
-    jm = ctx.load_model(judge)
+    jm = judge_from_ctx(ctx, judge)
     lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
                                batch_tokens=batch_tokens)
     per = [math.exp(-float(lp.mean())) if len(lp) else float("nan") for lp in lps]

@@ -35,7 +35,7 @@ def repetition(samples: list[Sample], *, ctx: MetricContext, ns=(2, 3, 4),
     eos = eos_of(ctx)
     for unit in units:
         if not has_units(samples, unit):
-            ctx.notes.append(f"repetition: no token ids in these samples; unit={unit} skipped")
+            ctx.notes.append(f"no token ids in these samples; unit={unit} skipped")
             continue
         seqs = intern(sample_units(samples, unit, eos))
         common = {"unit": unit, "n_samples": len(samples),
