@@ -4,7 +4,7 @@ Tiny-config shapes (d 256, 4 layers, 4 heads, vocab 8192), random weights, both 
 prompt 32 tokens, 64 new tokens, K = 16 (the 15 warm-up steps are included, amortised over the
 64 tokens). Run with:
 
-    pytest -m slow tests/test_bench_maturation.py --benchmark-enable -s
+    pytest -m slow tests/test_bench_maturation.py --benchmark-only -s
 
 Each maturation case records ``ratio_to_greedy`` (its time / greedy's time at the same batch)
 in the benchmark's extra_info and prints it. Target: <= 3x at batch 32 without guidance.

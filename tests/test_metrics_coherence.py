@@ -31,7 +31,7 @@ def test_embed_cos_is_cosine_of_prompt_and_text():
 def test_judge_logprob_is_mean_logprob_and_missing_models_are_noted():
     judge = BigramJudge()
     ss = [sample("b c d", prompt="a")]
-    loaders = {"bigram": judge}
+    loaders = {"toy-random": judge}  # a registered name, served by this stand-in loader
 
     def load(name):
         if name not in loaders:
@@ -39,13 +39,13 @@ def test_judge_logprob_is_mean_logprob_and_missing_models_are_noted():
         return loaders[name]
 
     c = ctx(load_model=load, model=object())
-    out = coherence(ss, ctx=c, judge="bigram", featurizer="all-minilm-l6-v2")
+    out = coherence(ss, ctx=c, judge="toy-random", featurizer="all-minilm-l6-v2")
     ids = judge.tokenizer.encode("a b c d")
     want = float(judge.token_logprobs([ids])[0].double().mean())
-    assert out["coherence[def=judge-logprob,judge=bigram]"].value == pytest.approx(want)
+    assert out["coherence[def=judge-logprob,judge=toy-random]"].value == pytest.approx(want)
     assert any("def=embed-cos skipped" in n for n in c.notes)  # the featurizer failed to load
-    with pytest.raises(ValueError, match="unknown model"):
-        coherence(ss, ctx=ctx(load_model=load), judge="nope", defs="judge-logprob")
+    with pytest.raises(ValueError, match="ar-bbc-tiny"):  # registered, but its loader fails
+        coherence(ss, ctx=ctx(load_model=load), judge="ar-bbc-tiny", defs="judge-logprob")
     with pytest.raises(ValueError, match="accepted: embed-cos, judge-logprob"):
         coherence(ss, ctx=c, defs="simcse")
 
@@ -113,3 +113,14 @@ def test_smollm2_judge_scores_fluent_text_higher():
     assert ppl.per_sample[0] < ppl.per_sample[1]
     assert coh.per_sample[0] > coh.per_sample[1]
     assert math.exp(-coh.per_sample[0]) == pytest.approx(ppl.per_sample[0], rel=1e-9)
+
+
+def test_hub_judge_and_featurizer_fail_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tmbench.metrics.judge import judge_from_ctx
+    from tmbench.metrics.mauve import featurizer_from_ctx
+
+    with pytest.raises(ValueError, match="gpt2-large"):
+        judge_from_ctx(ctx(), "gpt2-large")
+    with pytest.raises(ValueError, match="all-minilm-l6-v2"):
+        featurizer_from_ctx(ctx(), "gpt2-large")

@@ -107,7 +107,7 @@ def _run(ts, prompts=None):
     return repetition(ss, ctx=c, units=("word",)) | diversity(ss, ctx=c, units=("word",))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, database=None)
 @given(texts, st.randoms(use_true_random=False))
 def test_pooled_metrics_ignore_sample_order(ts, rnd):
     a = _run(ts)
@@ -120,7 +120,7 @@ def test_pooled_metrics_ignore_sample_order(ts, rnd):
             assert (math.isnan(v) and math.isnan(w)) or v == pytest.approx(w, abs=1e-12), k
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, database=None)
 @given(texts)
 def test_ranges_and_per_sample_means(ts):
     for k, s in _run(ts).items():
@@ -131,7 +131,7 @@ def test_ranges_and_per_sample_means(ts):
             assert s.value == pytest.approx(float(np.mean(s.per_sample))), k
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, database=None)
 @given(st.lists(st.sampled_from("abcdef"), min_size=4, max_size=12).map(" ".join), st.integers(2, 5))
 def test_identical_samples_have_no_cross_sample_diversity(text, k):
     out = _run([text] * k, [0] * k)

@@ -88,7 +88,7 @@ def test_gen_ppl_equals_direct_scoring():
     ss = [sample(" the bank said on Monday", prompt="Shares fell", prompt_index=0),
           sample(" and then", prompt="The minister", prompt_index=1)]
     c = ctx(load_model=lambda name: judge, model=object())
-    s = gen_ppl(ss, ctx=c, judge="tiny")["gen_ppl[judge=tiny]"]
+    s = gen_ppl(ss, ctx=c, judge="toy-random")["gen_ppl[judge=toy-random]"]
     tok = judge.tokenizer
     for x, got in zip(ss, s.per_sample):
         p, q = tok.encode(x.prompt_text), tok.encode(x.text)
@@ -146,3 +146,17 @@ def test_batched_scoring_equals_one_by_one_and_judge_cache(tmp_path):
     m.token_logprobs = m.forward = None  # a second call must not touch the model
     again, _ = judge_logprobs(m, ss, c, window=64, stride=32)
     assert np.array_equal(first[0], again[0]) and len(list(tmp_path.rglob("*.npy"))) == 1
+
+
+def test_heldout_ppl_does_not_seed_global_rngs(tmp_path):
+    """lm-eval seeds random (0), numpy and torch (1234) unless told not to."""
+    import random
+
+    model = tiny_hfmodel()  # built first: building seeds torch
+    torch.manual_seed(1234)
+    random.seed(0)
+    seeded_t, seeded_r = torch.rand(1), random.random()
+    torch.manual_seed(99)
+    random.seed(99)
+    heldout_ppl([], ctx=ctx(model=model, cache_dir=str(tmp_path)), n_articles=1, max_length=WINDOW)
+    assert not torch.equal(torch.rand(1), seeded_t) and random.random() != seeded_r

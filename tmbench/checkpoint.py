@@ -24,7 +24,23 @@ def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     return Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_dir_tmp(path: Path) -> Path:
+    """A fresh temporary folder beside ``path`` (usual permissions), to be moved into place
+    with :func:`replace_dir`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
@@ -37,6 +53,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # save_file recreates the file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default=DEFAULT_OUT, help="results directory with records")
     lb.add_argument("--dest", default="results", help="where to write the tables")
     lb.add_argument("--suite", help="only this suite")
+    lb.add_argument("--all-columns", action="store_true", help="print every metric, not the headline ones")
+    lb.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
     lb.add_argument("--json", action="store_true")
 
     try:
@@ -202,12 +204,12 @@ def cmd_leaderboard(args) -> int:
     if not out.is_dir():
         raise ValueError(f"results directory {out} does not exist; run `tmbench run` first or pass --out")
     warn = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    written = write_leaderboards(out, Path(args.dest), args.suite, warn=warn)
+    written = write_leaderboards(out, Path(args.dest), args.suite, warn=warn, reference=args.reference)
     if args.json:
         print(json.dumps({"written": [str(p) for p in written]}))
         return 0
-    for t in build_tables(out, args.suite, warn=lambda m: None):
-        print(to_markdown(t))
+    for t in build_tables(out, args.suite, warn=lambda m: None, reference=args.reference):
+        print(to_markdown(t, all_columns=args.all_columns))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -23,6 +23,25 @@ from tmbench.results import atomic_write_text, canonical, iter_records
 
 N_BOOT = 1000
 TIMING_METRICS = {"throughput"}
+# The columns a person reads first (SimCTG word-level conventions for repetition/diversity).
+# Markdown and HTML tables show these when present; CSV and `--all-columns` show every metric.
+HEADLINE = [
+    r"^rep\[n=2,unit=word\]$", r"^rep\[n=4,unit=word\]$", r"^loop\[n=3,unit=word\]$",
+    r"^distinct\[n=2,scope=corpus,unit=word\]$", r"^div\[unit=word\]$",
+    r"^self_bleu\[level=corpus,n=4,refs=all,unit=word\]$", r"^zipf\[unit=word\]$",
+    r"^coherence\[def=embed-cos", r"^coherence\[def=judge-logprob", r"^mauve\[",
+    r"^gen_ppl\[", r"^heldout_ppl\[.*unit=token\]$", r"^agree", r"^entropy_final\[scale=20\]$",
+    r"^tokens_per_s$", r"^ttft_ms", r"^step_ms\[q=50\]$", r"^peak_mem_mb$",
+]
+
+
+def headline(columns: list[str]) -> list[str]:
+    import re
+
+    out = []
+    for pat in HEADLINE:
+        out += [c for c in columns if re.search(pat, c) and c not in out]
+    return out or columns
 
 
 @dataclass
@@ -240,16 +259,20 @@ def _title(t: Table) -> str:
     return title + (f" — throughput, machine {t.fingerprint}" if t.fingerprint else "")
 
 
-def to_markdown(t: Table) -> str:
-    head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}".strip() for c in t.columns]
+def to_markdown(t: Table, all_columns: bool = False) -> str:
+    cols = t.columns if all_columns else headline(t.columns)
+    head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}".strip() for c in cols]
+    shown = "" if all_columns or cols == t.columns else (
+        f" Headline columns; all {len(t.columns)} metrics are in the CSV.")
     lines = [f"### {_title(t)}", "",
              "Mean [95% bootstrap CI over prompts]; n = prompts (seeds averaged per prompt). "
-             "`*` = differs from the same model's greedy row (paired bootstrap over prompts, 95%).", "",
+             "`*` = differs from the same model's greedy row (paired bootstrap over prompts, 95%)."
+             + shown, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in t.rows:
         n = max((c.n for c in r.cells.values()), default=0)
         cells = [r.model, r.decoder, _params_text(r.params), str(len(set(r.seeds))), str(n)]
-        cells += [cell_text(r.cells.get(c), r.paired.get(c)) for c in t.columns]
+        cells += [cell_text(r.cells.get(c), r.paired.get(c)) for c in cols]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -279,8 +302,9 @@ def _paired_cols(r: Row, c: str) -> list:
     return [r.reference, repr(p.diff), repr(p.lo), repr(p.hi), p.significant]
 
 
-def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=print) -> list[Path]:
-    tables = build_tables(root, suite, warn=warn)
+def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=print,
+                       reference: str = "greedy") -> list[Path]:
+    tables = build_tables(root, suite, warn=warn, reference=reference)
     by_suite: dict[tuple[str, int], list[Table]] = defaultdict(list)
     for t in tables:
         by_suite[(t.suite, t.version)].append(t)

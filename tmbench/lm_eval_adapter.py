@@ -14,7 +14,7 @@ Protocol, the same as lm-eval's ``HFLM`` so numbers are comparable:
 
 - ``loglikelihood``: context and continuation split as lm-eval's ``TemplateLM`` does; the
   pair is left-truncated to ``max_length + 1`` tokens. ``is_greedy`` is computed for AR models
-  (an extra forward for the logits); for other models it is False.
+  (from the same forward); for other models it is False.
 - ``loglikelihood_rolling``: disjoint windows from ``lm_eval.utils.get_rolling_token_windows``
   with ``context_len`` (default 1, lm-eval's choice): each window feeds ``max_length`` tokens,
   the first window is prefixed by ``prefix_token_id`` (BOS, else EOS), and the stride is
@@ -24,8 +24,8 @@ Protocol, the same as lm-eval's ``HFLM`` so numbers are comparable:
 - ``generate_until``: greedy. AR models through ``prefill``/``step``; TM models through the
   ``maturation`` decoder (argmax commit, generator seeded 0). The context is left-truncated to
   ``max_length - max_gen_toks``; stops at EOS, a stop string, or ``max_gen_toks``.
-- ``max_length`` defaults to the model's context minus one, because ``token_logprobs`` also
-  feeds the last (scored) token.
+- ``max_length`` defaults to the model's context minus one (``token_logprobs`` also feeds the
+  last, scored token), capped at 2048.
 """
 
 from __future__ import annotations
@@ -112,17 +112,19 @@ class TmbenchLM(TemplateLM):
 
     # ---- scoring ---------------------------------------------------------------------------
     def _score(self, seq: list[int], n_cont: int, greedy: bool) -> tuple[float, bool]:
-        """Sum of log p of the last ``n_cont`` tokens of ``seq`` and whether each is argmax."""
-        lp = self.model.token_logprobs([seq])[0][-n_cont:]  # (n_cont,)
-        is_greedy = False
-        if greedy and getattr(self.model, "kind", None) == "ar" and hasattr(self.model, "forward"):
-            ids = torch.tensor([seq[:-1]], device=self.model.device)
-            pos = torch.arange(ids.shape[1], device=self.model.device)[None]
+        """Sum of log p of the last ``n_cont`` tokens of ``seq`` and whether each is argmax
+        (AR models: one forward for both; other models: ``token_logprobs``, never greedy)."""
+        m = self.model
+        if greedy and getattr(m, "kind", None) == "ar" and hasattr(m, "forward"):
+            ids = torch.tensor([seq], device=m.device)  # (1, T)
+            pos = torch.arange(len(seq) - 1, device=m.device)[None]
             with torch.no_grad():
-                logits = self.model.forward(ids, torch.ones_like(ids), pos, None)[0]
-            top = logits[0, -n_cont:].argmax(-1).cpu()
-            is_greedy = bool((top == torch.tensor(seq[-n_cont:])).all())
-        return float(lp.double().sum()), is_greedy
+                logits = m.forward(ids[:, :-1], torch.ones_like(pos), pos, None)[0]  # (1, T-1, V)
+            logits, tgt = logits[0, -n_cont:].float(), ids[0, -n_cont:]  # (n, V), (n,)
+            lp = logits.log_softmax(-1).gather(-1, tgt[:, None])[:, 0]
+            return float(lp.double().sum()), bool((logits.argmax(-1) == tgt).all())
+        lp = m.token_logprobs([seq])[0][-n_cont:]  # (n_cont,)
+        return float(lp.double().sum()), False
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kw):
         out = []

@@ -40,8 +40,11 @@ def _pick(columns: list[str], pattern: str) -> str | None:
     return next((c for c in columns if rx.search(c)), None)
 
 
-def table_html(t: Table) -> str:
-    head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}" for c in t.columns]
+def table_html(t: Table, all_columns: bool = False) -> str:
+    from tmbench.leaderboard import headline
+
+    cols = t.columns if all_columns else headline(t.columns)
+    head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}" for c in cols]
     out = ['<div class="scroll"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for r in t.rows:
         n = max((c.n for c in r.cells.values()), default=0)
@@ -49,7 +52,7 @@ def table_html(t: Table) -> str:
         tds = [r.model, r.decoder, params, str(len(set(r.seeds))), str(n)]
         cls = ' class="human"' if r.model == "human" else ""
         row = "".join(f"<td>{html.escape(x)}</td>" for x in tds)
-        for c in t.columns:
+        for c in cols:
             p = r.paired.get(c)
             sig = ' class="sig"' if p is not None and p.significant else ""
             row += f"<td{sig}>{html.escape(cell_text(r.cells.get(c), p))}</td>"

@@ -27,7 +27,7 @@ DEFINITIONS = ("embed-cos", "judge-logprob")
 
 def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
               featurizer: str = "all-minilm-l6-v2", judge: str = "smollm2-135m",
-              max_length: int = 256, window: int = 1024, stride: int = 512,
+              max_text_length: int = 256, window: int = 1024, stride: int = 512,
               batch_tokens: int = 2048) -> dict[str, Score]:
     defs = (defs,) if isinstance(defs, str) else tuple(defs)
     bad = [d for d in defs if d not in DEFINITIONS]
@@ -41,7 +41,7 @@ def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
     for d in defs:
         try:
             if d == "embed-cos":
-                out.update(_embed_cos(samples, ctx, featurizer, max_length))
+                out.update(_embed_cos(samples, ctx, featurizer, max_text_length))
             else:
                 out.update(_judge_logprob(samples, ctx, judge, window, stride, batch_tokens))
         except (ImportError, ValueError) as e:
@@ -61,7 +61,7 @@ def _embed_cos(samples, ctx, featurizer: str, max_length: int) -> dict[str, Scor
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     per = (a * b).sum(1).astype(np.float64).tolist()
-    meta = {"featurizer": f.identity(), "max_length": max_length,
+    meta = {"featurizer": f.identity(), "max_text_length": max_length,
             "definition": "cosine(embed(prompt_text), embed(text)) (SimCTG used SimCSE)"}
     return {metric_key("coherence", **{"def": "embed-cos"}, featurizer=featurizer):
             Score(float(np.mean(per)), per, True, meta)}

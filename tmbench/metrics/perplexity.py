@@ -52,6 +52,9 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
                          "(or lm_eval_task=<an lm-eval perplexity task>)")
     if n_articles < 1:
         raise ValueError(f"n_articles must be >= 1, got {n_articles}")
+    if lm_eval_task is None and not (TASKS_DIR / f"{BBC_TASK}.yaml").exists():
+        raise ValueError(f"the lm-eval task file {TASKS_DIR / BBC_TASK}.yaml is missing; "
+                         "heldout_ppl on BBC needs a tmbench checkout (pip install -e .)")
     from tmbench.lm_eval_adapter import TmbenchLM
 
     lm = TmbenchLM(ctx.model, max_length=max_length, context_len=context_len,
@@ -95,9 +98,16 @@ def _run_lm_eval(lm: Any, task: str | None, data_path: str | None) -> dict[str, 
         name = spec["task"]
     else:
         tm, spec, name = TaskManager(), task, task
+    # No global seeding: lm-eval seeds random/numpy/torch unless told not to (STYLE 6).
     out = simple_evaluate(model=lm, tasks=[spec], task_manager=tm, log_samples=True,
-                          bootstrap_iters=0, verbosity="ERROR")
+                          bootstrap_iters=0, random_seed=None, numpy_random_seed=None,
+                          torch_random_seed=None)
     r = out["results"][name]
+    missing = [k for k in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none")
+               if k not in r]
+    if missing:
+        raise ValueError(f"lm-eval task {name!r} does not report {missing}; heldout_ppl needs a "
+                         "loglikelihood_rolling task (e.g. wikitext)")
     docs = out["samples"][name]
     logliks = [float(d["resps"][0][0]) if isinstance(d["resps"][0], list) else float(d["resps"][0])
                for d in docs]

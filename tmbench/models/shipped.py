@@ -8,7 +8,6 @@ in ``tmbench/assets/models/<name>/`` (fp16 weights); see TRAINING.md beside it.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -94,8 +93,7 @@ def save_model_dir(model, path: str | Path, dtype: torch.dtype | None = None,
     """Write weights (optionally cast, e.g. float16), config.json and tokenizer.json; the
     folder appears complete or not at all."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = checkpoint.make_dir_tmp(path)
     try:
         sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
               for k, v in model.state_dict().items()}
