@@ -116,19 +116,26 @@ def test_cached_tail_step_equals_uncached_forward(backbone, readout):
         assert torch.allclose(zhat[b], ref, atol=1e-4), (b, (zhat[b] - ref).abs().max())
 
 
-def test_gpt_kv_cache_equals_uncached():
+@pytest.mark.parametrize("static", [False, True])
+def test_gpt_kv_cache_equals_uncached(static):
     torch.manual_seed(0)
-    bb = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=64)).eval()
-    x = torch.randn(2, 10, C)
-    pos = torch.arange(10)[None].expand(2, 10)
+    bb = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=128)).eval()
+    x = torch.randn(2, 80, C)
+    pos = torch.arange(80)[None].expand(2, 80)
     full, _ = bb(x, pos)
-    cache = bb.new_cache()
+    cache = bb.new_cache(static=static)
     parts = []
-    for lo, hi in ((0, 4), (4, 5), (5, 10)):
+    for lo, hi in ((0, 4), (4, 5), (5, 70), (70, 80)):  # the static buffer grows past 64
         h, cache = bb(x[:, lo:hi], pos[:, lo:hi], cache=cache)
         parts.append(h)
-    assert len(cache) == 10
+    assert len(cache) == 80
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+    # crop and extend again: a wrong continuation leaves no trace
+    cache.crop(70)
+    bb(torch.randn(2, 6, C), pos[:, 70:76], cache=cache)
+    cache.crop(70)
+    h, _ = bb(x[:, 70:80], pos[:, 70:80], cache=cache)
+    assert torch.allclose(h, full[:, 70:80], atol=1e-5)
     with pytest.raises(ValueError, match="context"):
         bb(torch.randn(1, 1, C), torch.tensor([[64]]))
 

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--suite", help="only this suite")
     lb.add_argument("--all-columns", action="store_true", help="print every metric, not the headline ones")
     lb.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
+    lb.add_argument("--readme", help="also put the tables between the leaderboard markers of this file")
     lb.add_argument("--json", action="store_true")
 
     try:
@@ -205,6 +206,11 @@ def cmd_leaderboard(args) -> int:
         raise ValueError(f"results directory {out} does not exist; run `tmbench run` first or pass --out")
     warn = lambda m: print(m, file=sys.stderr)  # noqa: E731
     written = write_leaderboards(out, Path(args.dest), args.suite, warn=warn, reference=args.reference)
+    if args.readme:
+        from tmbench.leaderboard import update_readme
+
+        update_readme(Path(args.readme), out, args.suite, args.reference)
+        written.append(Path(args.readme))
     if args.json:
         print(json.dumps({"written": [str(p) for p in written]}))
         return 0

@@ -331,3 +331,21 @@ def iter_cells(tables: Iterable[Table]):
         for r in t.rows:
             for c, cell in r.cells.items():
                 yield t, r, c, cell
+
+
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def readme_block(root: Path, suite: str | None = None, reference: str = "greedy") -> str:
+    tables = build_tables(root, suite, warn=lambda m: None, reference=reference)
+    return "\n".join(to_markdown(t) for t in tables)
+
+
+def update_readme(readme: Path, root: Path, suite: str | None = None, reference: str = "greedy") -> None:
+    """Replace the text between the leaderboard markers of ``readme`` with generated tables."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no '{START}' ... '{END}' markers to put the tables between")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    atomic_write_text(readme, f"{head}{START}\n{readme_block(root, suite, reference)}{END}{tail}")

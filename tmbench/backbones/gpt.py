@@ -70,6 +70,46 @@ class KVCache:
         return out
 
 
+class StaticKVCache:
+    """Like :class:`KVCache`, but keys and values are written into preallocated buffers (grown
+    by doubling), so extending by T positions costs O(T), not a copy of the whole cache; the
+    maturation decoder extends and crops its cache every step. Extending writes in place: two
+    branches must not extend the same cache (use ``select`` to copy)."""
+
+    def __init__(self, n_layer: int):
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+        self.n = [0] * n_layer  # filled length per layer
+
+    def __len__(self) -> int:
+        return self.n[0]
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        S, T = self.n[i], k.shape[2]
+        if self.k[i] is None or S + T > self.k[i].shape[2]:
+            B, nh, _, hd = k.shape
+            cap = max(64, 2 * (S + T))
+            nk, nv = k.new_empty(B, nh, cap, hd), v.new_empty(B, nh, cap, hd)
+            if S:
+                nk[:, :, :S], nv[:, :, :S] = self.k[i][:, :, :S], self.v[i][:, :, :S]
+            self.k[i], self.v[i] = nk, nv
+        self.k[i][:, :, S:S + T] = k
+        self.v[i][:, :, S:S + T] = v
+        self.n[i] = S + T
+        return self.k[i][:, :, :S + T], self.v[i][:, :, :S + T]  # (B, nh, S + T, hd) views
+
+    def crop(self, n: int) -> "StaticKVCache":
+        self.n = [min(x, n) for x in self.n]
+        return self
+
+    def select(self, index: torch.Tensor) -> "StaticKVCache":
+        out = StaticKVCache(len(self.k))
+        out.n = list(self.n)
+        out.k = [None if k is None else k[index] for k in self.k]
+        out.v = [None if v is None else v[index] for v in self.v]
+        return out
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -145,11 +185,11 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def new_cache(self) -> KVCache:
-        return KVCache(len(self.h))
+    def new_cache(self, static: bool = False) -> KVCache | StaticKVCache:
+        return StaticKVCache(len(self.h)) if static else KVCache(len(self.h))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, film=None):
+                cache: KVCache | StaticKVCache | None = None, film=None):
         """x (B, T, C); positions (B, T) long; mask (B, T, S + T) bool or None (causal);
         cache holds S earlier positions and is extended in place by T.
         ``film`` = (gamma, beta, where) applies h = (1 + gamma) * h + beta at the input of

@@ -35,7 +35,8 @@ class HFBackbone(nn.Module):
         """(V, C) the wrapped LM's input embedding matrix (for ``init_from``)."""
         return self.body.get_input_embeddings().weight
 
-    def new_cache(self):
+    def new_cache(self, static: bool = False):
+        """A transformers ``DynamicCache`` (``static`` is accepted for the GPT's signature)."""
         from transformers import DynamicCache
 
         return DynamicCache(config=self.config)

@@ -115,7 +115,7 @@ class _Window:
                 real[b, S - len(p):] = 1
         ids, self.key_real = ids.to(dev), real.to(dev)
         pos = (self.key_real.cumsum(-1) - 1).clamp(min=0)
-        self.cache = m.prefill(ids, self.key_real, pos) if S else m.backbone.new_cache()
+        self.cache = m.prefill(ids, self.key_real, pos) if S else m.backbone.new_cache(static=True)
         self.pending = torch.tensor([r[-1] for r in self.rows], device=dev)
         self.positions = torch.tensor([len(p) for p in prefix], device=dev)
 

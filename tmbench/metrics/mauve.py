@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tmbench._quiet import quiet_stderr
+
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 RECOMMENDED_N = 2000  # "a few thousand" (MAUVE README); the paper uses 5,000
@@ -59,10 +61,11 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
                          "high-variance estimate and compare only at equal n")
     vals, stars, buckets = [], [], None
     for seed in seeds:
-        out = mauve_pkg.compute_mauve(
-            p_features=p, q_features=q, num_buckets=num_buckets, mauve_scaling_factor=scaling_factor,
-            kmeans_explained_var=kmeans_explained_var, kmeans_num_redo=kmeans_num_redo,
-            kmeans_max_iter=kmeans_max_iter, seed=int(seed), verbose=False)
+        with quiet_stderr():  # faiss warns about few points per centroid; n is noted above
+            out = mauve_pkg.compute_mauve(
+                p_features=p, q_features=q, num_buckets=num_buckets, mauve_scaling_factor=scaling_factor,
+                kmeans_explained_var=kmeans_explained_var, kmeans_num_redo=kmeans_num_redo,
+                kmeans_max_iter=kmeans_max_iter, seed=int(seed), verbose=False)
         vals.append(float(out.mauve))
         stars.append(float(out.mauve_star))
         buckets = int(out.num_buckets)

@@ -146,9 +146,12 @@ def load_smollm2(device: str = "cpu", dtype: str = "float32") -> HFModel:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 dtype=getattr(torch, dtype))
+    from tmbench._quiet import quiet_stderr
+
+    with quiet_stderr():  # the GGUF de-quantisation progress bar cannot be switched off
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=getattr(torch, dtype))
     key = (str(path), path.stat().st_mtime)
     if key not in _HASH_CACHE:
         _HASH_CACHE[key] = content_hash_of([path])

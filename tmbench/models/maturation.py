@@ -188,9 +188,8 @@ class MaturationModel(nn.Module):
         ids, key_real, positions (B, S); key_real covers only these S positions when ``cache``
         is None. Returns the cache."""
         B, S = ids.shape
-        cache = cache if cache is not None else self.backbone.new_cache()
-        real = key_real
-        mask = tail_mask(real, S)
+        cache = cache if cache is not None else self.backbone.new_cache(static=True)
+        mask = tail_mask(key_real, S)
         z = self.emb[ids]  # (B, S, d)
         alpha = torch.ones(B, S, device=self.device)
         kk = torch.full((B,), k, dtype=torch.long, device=self.device)

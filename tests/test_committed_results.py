@@ -1,0 +1,34 @@
+"""The committed leaderboards are exactly what the current code produces from the committed
+records (no hand edits), and the README shows that table."""
+
+from pathlib import Path
+
+import pytest
+
+from tmbench.leaderboard import END, START, readme_block, write_leaderboards
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "results" / "runs"
+
+pytestmark = pytest.mark.skipif(not any(RUNS.glob("*/v*/*/record.json")),
+                                reason="no committed records in results/runs")
+
+
+def test_tables_match_records(tmp_path):
+    written = write_leaderboards(RUNS, tmp_path, warn=lambda m: pytest.fail(m))
+    assert written
+    for p in written:
+        if p.suffix in (".md", ".csv"):
+            committed = ROOT / "results" / p.name
+            assert committed.read_text() == p.read_text(), f"{committed} differs from what the code produces"
+
+
+def test_readme_shows_the_generated_table():
+    text = (ROOT / "README.md").read_text()
+    block = text.split(START, 1)[1].split(END, 1)[0]
+    assert block.strip() == readme_block(RUNS).strip()
+
+
+def test_report_is_committed():
+    page = (ROOT / "results" / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<table" in page
