@@ -41,7 +41,7 @@ def test_feature_cache_is_used(tmp_path):
     calls = feat.calls
     b = embed_cached(feat, texts[::-1], 16, str(tmp_path))
     assert feat.calls == calls and np.array_equal(a[::-1], b)
-    assert len(list(tmp_path.rglob("*.npy"))) == 3 and not list(tmp_path.rglob("*.tmp"))
+    assert len(list(tmp_path.rglob("*.arr"))) == 3 and not list(tmp_path.rglob("*.tmp"))
     embed_cached(feat, texts, 32, str(tmp_path))  # another max length is another cache entry
     assert feat.calls == calls + 1
 

@@ -145,7 +145,7 @@ def test_batched_scoring_equals_one_by_one_and_judge_cache(tmp_path):
     first, _ = judge_logprobs(m, ss, c, window=64, stride=32)
     m.token_logprobs = m.forward = None  # a second call must not touch the model
     again, _ = judge_logprobs(m, ss, c, window=64, stride=32)
-    assert np.array_equal(first[0], again[0]) and len(list(tmp_path.rglob("*.npy"))) == 1
+    assert np.array_equal(first[0], again[0]) and len(list(tmp_path.rglob("*.arr"))) == 1
 
 
 def test_heldout_ppl_does_not_seed_global_rngs(tmp_path):

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tmbench.cache import load_array, save_array
 import torch
 
 from tmbench.types import MetricContext, Sample
@@ -141,18 +141,13 @@ class _Cache:
 
     def _path(self, pair: tuple[str, str]) -> Path:
         digest = hashlib.sha256("\0".join(pair).encode()).hexdigest()
-        return self.folder / f"{digest}.npy"
+        return self.folder / f"{digest}.arr"
 
     def get(self, pair: tuple[str, str]) -> np.ndarray | None:
-        if self.folder is None or not self._path(pair).exists():
+        if self.folder is None:
             return None
-        return np.load(self._path(pair))
+        return load_array(self._path(pair))
 
     def put(self, pair: tuple[str, str], lp: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, lp)
-        os.replace(tmp, self._path(pair))
+        if self.folder is not None:
+            save_array(self._path(pair), lp)

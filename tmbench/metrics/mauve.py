@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tmbench._quiet import quiet_stderr
+from tmbench.cache import load_array, save_array
 
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
@@ -111,18 +110,14 @@ def embed_cached(feat: Any, texts: list[str], max_length: int, cache_dir: str | 
         return feat.embed(texts, max_length)
     ident = json.dumps(feat.identity(), sort_keys=True, default=str) + f"|max_length={max_length}"
     folder = Path(cache_dir) / "features" / hashlib.sha256(ident.encode()).hexdigest()[:16]
-    paths = [folder / f"{hashlib.sha256(t.encode()).hexdigest()}.npy" for t in texts]
-    have = {i: np.load(p) for i, p in enumerate(paths) if p.exists()}
+    paths = [folder / f"{hashlib.sha256(t.encode()).hexdigest()}.arr" for t in texts]
+    have = {i: a for i, p in enumerate(paths) if (a := load_array(p)) is not None}
     todo = [i for i in range(len(texts)) if i not in have]
     if todo:
-        folder.mkdir(parents=True, exist_ok=True)
         new = feat.embed([texts[i] for i in todo], max_length)
         for i, v in zip(todo, new):
             have[i] = v
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, v)
-            os.replace(tmp, paths[i])
+            save_array(paths[i], v)
     return np.stack([have[i] for i in range(len(texts))])
 
 

@@ -1,0 +1,55 @@
+"""Arrays cached on disk with a content check.
+
+Each file is the ``.npy`` bytes of the array followed by their sha256 digest (32 bytes), written
+atomically. A truncated or garbled file fails the check, is reported once by name, deleted and
+recomputed by the caller; it is never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_reported: set[str] = set()
+
+
+def save_array(path: Path, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    data = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data + hashlib.sha256(data).digest())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_array(path: Path, warn=None) -> np.ndarray | None:
+    """The cached array, or None when absent or corrupt (then the file is removed)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    data, digest = raw[:-32], raw[-32:]
+    ok = len(raw) > 32 and hashlib.sha256(data).digest() == digest
+    if ok:
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            ok = False
+    if str(path) not in _reported:
+        _reported.add(str(path))
+        (warn or (lambda m: print(m, file=sys.stderr)))(
+            f"warning: cache file {path} is corrupt (content check failed); recomputing it")
+    path.unlink(missing_ok=True)
+    return None
