@@ -52,3 +52,28 @@ def test_two_process_generation_equals_single_process(tmp_path):
     # Resume per shard: a second torchrun run finds everything complete.
     r = run(torchrun + ["--out", "multi", "--json"], tmp_path)
     assert json.loads(r.stdout)["skipped_complete"] == 2
+
+
+@pytest.mark.parametrize("kind", ["ar", "tm"])
+def test_two_process_training_matches_one_process(tmp_path, kind):
+    """Same global batch (8): 2 ranks x 4 rows under DDP equal 1 process x 8 rows. For TM the
+    2-process run stops at step 3 and a single process resumes it (any world size resumes)."""
+    import torch
+
+    from tmbench.checkpoint import load_tensors
+
+    args = ["train", "test", "--kind", kind, "--steps", "6", "--threads", "1", "--no-progress",
+            "--set", "ckpt_every=3", "--set", "eval_every=6"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run([sys.executable, "-m", "tmbench", *args, "--out", "one"], tmp_path)
+    if kind == "ar":
+        run([*torchrun, "-m", "tmbench", *args, "--out", "two"], tmp_path)
+    else:
+        run([*torchrun, "-m", "tmbench", *args, "--out", "two", "--stop-at", "3"], tmp_path)
+        assert not (tmp_path / "two" / "final").exists()
+        run([sys.executable, "-m", "tmbench", *args, "--out", "two", "--resume"], tmp_path)
+    a = load_tensors(tmp_path / "one" / "final" / "model.safetensors")
+    b = load_tensors(tmp_path / "two" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

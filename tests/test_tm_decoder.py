@@ -124,6 +124,13 @@ def test_stochastic_variants_depend_on_the_generator(model):
     assert a.tokens == b.tokens and a.tokens != c.tokens
 
 
+def test_tails_longer_than_k_max_are_accepted():
+    m = make("next")  # k_max 16, context 64
+    out = maturation(m, PROMPTS, max_new_tokens=5, generator=gen(0), tail_len=40, trace=True)
+    assert [len(t) for t in out.tokens] == [5, 5, 5]
+    assert all(len(r) == 40 for r in out.info["trace"][0]["displacement"])
+
+
 def test_decoding_past_the_context_slides_the_window():
     m = make("next", block_size=24)
     out = maturation(m, PROMPTS, max_new_tokens=40, generator=[gen(i) for i in range(3)], tail_len=8)
@@ -133,7 +140,7 @@ def test_decoding_past_the_context_slides_the_window():
 
 
 @pytest.mark.parametrize("kw,name", [
-    ({"tail_len": 0}, "tail_len"), ({"tail_len": 17}, "tail_len"), ({"tail_len": 2.5}, "tail_len"),
+    ({"tail_len": 0}, "tail_len"), ({"tail_len": 64}, "tail_len"), ({"tail_len": 2.5}, "tail_len"),
     ({"alpha_max": 0.0}, "alpha_max"), ({"alpha_max": 1.5}, "alpha_max"),
     ({"guidance": -1.0}, "guidance"), ({"eta_schedule": "linear"}, "eta_schedule"),
     ({"embryo": "uniform"}, "embryo"), ({"sigma_embryo": -0.1}, "sigma_embryo"),

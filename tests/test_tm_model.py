@@ -137,7 +137,7 @@ def test_gpt_kv_cache_equals_uncached(static):
     h, _ = bb(x[:, 70:80], pos[:, 70:80], cache=cache)
     assert torch.allclose(h, full[:, 70:80], atol=1e-5)
     with pytest.raises(ValueError, match="context"):
-        bb(torch.randn(1, 1, C), torch.tensor([[64]]))
+        bb(torch.randn(1, 1, C), torch.tensor([[128]]))
 
 
 def test_induced_distribution_sums_to_one_and_nearest_is_argmax():

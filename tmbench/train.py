@@ -201,9 +201,12 @@ def ar_loss(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: torch.Generator,
-            K: int | None = None, alpha_max: float | None = None, p_uncond: float | None = None):
+            K: int | None = None, alpha_max: float | None = None, p_uncond: float | None = None,
+            rows: slice | None = None):
     """DESIGN 3.3 on a block x (B, T): the last K positions form a corrupted tail.
-    Returns the loss and its parts; ``tail_*`` are over tail slots only."""
+    Returns the loss and its parts; ``tail_*`` are over tail slots only. ``rows``: draw every
+    random quantity for the whole batch, then keep these rows (a data-parallel rank's share),
+    so that any number of ranks sees exactly the draws of a single process."""
     B, T = x.shape
     dev, R, d = x.device, model.radius, model.d
     K = K or int(torch.randint(1, min(obj.k_max, T - 1) + 1, (1,), generator=gen))
@@ -212,6 +215,9 @@ def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: 
     p_u = obj.p_uncond if p_uncond is None else p_uncond
     noise = torch.randn(B, K, d, generator=gen) * (obj.sigma_embryo * R / math.sqrt(d))
     uncond = torch.rand(B, generator=gen) < p_u  # (B,) guidance dropout
+    if rows is not None:
+        x, noise, uncond = x[rows], noise[rows], uncond[rows]
+        B = x.shape[0]
 
     e = model.emb[x]  # (B, T, d)
     alpha = torch.ones(B, T, device=dev)
@@ -264,7 +270,7 @@ def _source(init_from: str):
         from tmbench.models.hf import load_smollm2
 
         hf = load_smollm2()
-        bb = HFBackbone(hf.model.float())
+        bb = HFBackbone(hf.model)  # dequantised to float32 by load_smollm2
         return bb, bb.input_embeddings().detach().clone(), hf.tokenizer, None
     from tmbench.models.shipped import load_model_dir
 
@@ -357,6 +363,46 @@ def evaluate(model, data: TokenData, cfg: TrainConfig, n_blocks: int | None) -> 
     return out
 
 
+# ---- data parallel ----------------------------------------------------------------------------
+def _mean_over_ranks(r: dict[str, torch.Tensor], world: int) -> dict[str, float]:
+    """Loss parts averaged over ranks, for logging (gradients are averaged by DDP)."""
+    vals = torch.stack([v.detach().float().reshape(()) for v in r.values()])
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(vals)
+        vals /= world
+    return dict(zip(r.keys(), vals.tolist()))
+class _Objective(torch.nn.Module):
+    """The training loss as a module, so DistributedDataParallel can hook its forward. Every
+    rank draws the whole global batch from the step's generator and keeps its own rows."""
+
+    def __init__(self, model, cfg: "TrainConfig"):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator, rows: slice) -> dict[str, torch.Tensor]:
+        if self.cfg.kind == "ar":
+            return ar_loss(self.model, x[rows])
+        return tm_loss(self.model, x, self.cfg.objective, gen, rows=rows)
+
+
+def _distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world, device) under torchrun (gloo on CPU, nccl on GPU); (0, 1, device) otherwise."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 # ---- the loop -----------------------------------------------------------------------------------
 def _save(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
     from tmbench.models.shipped import save_model_dir
@@ -405,6 +451,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
     from tmbench.models.shipped import save_model_dir
 
     out = Path(out)
+    rank, world, device = _distributed(device)
+    if cfg.optim.batch_size % world:
+        raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the number "
+                         f"of processes ({world}); the global batch is split evenly across them")
     if out.exists() and (out / "ckpt").exists() and not resume:
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or "
                          "choose another --out")
@@ -413,27 +463,36 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
     if resume and (out / "tokenizer.json").exists() and not cfg.init_from:
         tok = BPETokenizer.from_file(out / "tokenizer.json", cfg.data.tokenizer.get("kind", "bpe"))
     model, tok = build_for_training(cfg, tok)
-    if not cfg.init_from and isinstance(tok, BPETokenizer):
+    if not cfg.init_from and isinstance(tok, BPETokenizer) and rank == 0:
         tok.save(out / "tokenizer.json")
     model.to(device)
     data = TokenData(cfg.data, tok)
     optimizer = configure_optimizer(model, cfg.optim)
     step = _resume(model, optimizer, out, cfg) if resume else 0
+    objective = _Objective(model, cfg)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        objective = DDP(objective)  # averages gradients across ranks during backward
+    per_rank = cfg.optim.batch_size // world
+    rows = slice(rank * per_rank, (rank + 1) * per_rank)
     log_path = out / "log.jsonl"
-    if log_path.exists():  # drop lines of steps after the checkpoint we resume from
-        keep = [l for l in log_path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
-        checkpoint.write_text("".join(k + "\n" for k in keep), log_path)
-    checkpoint.write_json(_jsonable(cfg), out / "config.json")
-    log = open(log_path, "a")
+    if rank == 0:
+        if log_path.exists():  # drop lines of steps after the checkpoint we resume from
+            keep = [l for l in log_path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
+            checkpoint.write_text("".join(k + "\n" for k in keep), log_path)
+        checkpoint.write_json(_jsonable(cfg), out / "config.json")
+    log = open(log_path, "a") if rank == 0 else None
 
     def emit(rec):
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
+        if log is not None:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
 
     o, B = cfg.optim, cfg.optim.batch_size
     use_amp = torch.device(device).type == "cuda"
     last_eval: dict[str, Any] = {}
-    bar = tqdm(total=o.steps, initial=step, disable=not progress, mininterval=1.0,
+    bar = tqdm(total=o.steps, initial=step, disable=not progress or rank != 0, mininterval=1.0,
                dynamic_ncols=True, file=sys.stderr)
     t0, tokens = time.time(), 0
     while step < o.steps and (stop_at is None or step < stop_at):
@@ -445,10 +504,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
             gen = step_generator(cfg.seed, step, micro)
             x = data.batch(gen, B).to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                r = ar_loss(model, x) if cfg.kind == "ar" else tm_loss(model, x, cfg.objective, gen)
+                r = objective(x, gen, rows)
             (r["loss"] / o.grad_accum).backward()
-            for k, v in r.items():
-                agg[k] = agg.get(k, 0.0) + float(v.detach()) / o.grad_accum
+            for k, v in _mean_over_ranks(r, world).items():
+                agg[k] = agg.get(k, 0.0) + float(v) / o.grad_accum
             tokens += x.numel()
         if o.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
@@ -463,16 +522,23 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
         if step % cfg.log_every == 0 or step == o.steps:
             emit({"step": step, "lr": lr, "tokens_per_s": round(tps, 1),
                   **{k: round(v, 5) for k, v in agg.items()}})
-        if step % cfg.eval_every == 0 or step == o.steps:
+        if (step % cfg.eval_every == 0 or step == o.steps) and rank == 0:
             last_eval = evaluate(model, data, cfg,
                                  cfg.final_eval_blocks if step == o.steps else cfg.eval_blocks)
             emit({"step": step, "split": "valid", **last_eval})
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()),
                       file=sys.stderr)
-        if step % cfg.ckpt_every == 0 or step == o.steps or step == stop_at:
+        if (step % cfg.ckpt_every == 0 or step == o.steps or step == stop_at) and rank == 0:
             _save(model, optimizer, step, cfg, out)
     bar.close()
-    log.close()
+    if log is not None:
+        log.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            return {}
     if step >= o.steps and (last_eval or not (out / "final").exists()):
         trained = {"steps": step, "seed": cfg.seed, "init_from": cfg.init_from,
                    "tokens": step * B * o.grad_accum * cfg.data.block_size, **last_eval}

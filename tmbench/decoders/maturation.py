@@ -39,7 +39,8 @@ def _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance,
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty token lists")
     check("max_new_tokens", max_new_tokens, 1, integer=True)
-    check("tail_len", tail_len, 1, model.config.k_max, integer=True)
+    ctx = model.backbone.block_size
+    check("tail_len", tail_len, 1, ctx - 1, integer=True)
     check("alpha_max", alpha_max, 0, 1, lo_open=True)
     check("guidance", guidance, 0)
     check("sigma_embryo", sigma_embryo, 0)
@@ -56,9 +57,6 @@ def _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance,
         raise ValueError(f"trace_scales must be a non-empty list of numbers > 0, got {trace_scales!r}")
     for s in trace_scales:
         check("trace_scales[i]", s, 0, lo_open=True)
-    ctx = model.backbone.block_size
-    if tail_len + 1 > ctx:
-        raise ValueError(f"tail_len must be < the model's context ({ctx}), got {tail_len}")
 
 
 class _Noise:
@@ -140,7 +138,8 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
                trace_scales: Sequence[float] = (1.0, 20.0)) -> DecodeOutput:
     """Token Maturation decoding of a batch of prompts (left-padded internally).
 
-    tail_len K: slots in the tail (1..k_max); alpha_max: maturity of the front slot (0, 1];
+    tail_len K: slots in the tail (1 .. context - 1; K > the model's k_max reuses the k_max
+    FiLM embedding, which training never paired with a longer tail); alpha_max: maturity of the front slot (0, 1];
     guidance: classifier-free guidance scale (1 = off); eta_schedule: step size from maturity
     (alpha | sqrt | one); embryo: initial tail vectors (gaussian of norm sigma_embryo * R, or
     zeros); sigma_dyn: Gaussian noise of norm ~sigma_dyn * R added to every update;

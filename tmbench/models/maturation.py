@@ -38,7 +38,7 @@ class TMConfig:
     vocab_size: int = 8192
     radius: float | None = None  # R; None = sqrt(d)
     readout: str = "next"  # next | self
-    k_max: int = 16  # largest tail length the K embedding knows
+    k_max: int = 16  # largest tail length the K embedding knows (longer tails reuse it)
     film: str = "tail"  # tail | all | blocks
     n_freq: int = 32  # sinusoidal features of alpha: 2 * n_freq inputs to the alpha MLP
     logit_scale: float = 20.0  # scale of the induced distribution (training InfoNCE scale)
@@ -159,13 +159,14 @@ class MaturationModel(nn.Module):
     # ---- the network f --------------------------------------------------------------------
     def forward(self, z, alpha, tail, k, positions, mask=None, cache=None):
         """z (B, T, d) input vectors; alpha (B, T) maturity (1 = committed); tail (B, T) bool;
-        k (B,) long tail length; positions (B, T); mask (B, T, S + T) bool or None (causal);
+        k (B,) long tail length (clamped to k_max for the FiLM lookup); positions (B, T); mask (B, T, S + T) bool or None (causal);
         cache: the backbone's KV cache of S earlier positions (extended in place).
         Returns the vector head output at every position (B, T, d) and the cache; which
         position predicts which slot is the readout's business (see ``readout_shift``)."""
         cfg = self.config
         h = self.input_scale * z + self.alpha_mlp(sinusoidal(alpha, cfg.n_freq)).to(z.dtype)
-        gamma, beta = self.film(k).to(z.dtype)[:, None, :].chunk(2, -1)  # (B, 1, C) each
+        # tails longer than k_max (decode-time sweeps) reuse the k_max embedding
+        gamma, beta = self.film(k.clamp(max=cfg.k_max)).to(z.dtype)[:, None, :].chunk(2, -1)
         film = None
         if cfg.film == "tail":
             h = torch.where(tail[..., None], (1 + gamma) * h + beta, h)

@@ -54,11 +54,11 @@ def build_backbone(spec: dict) -> nn.Module:
 
             lm = load_smollm2().model
         elif spec.get("source"):
-            lm = AutoModelForCausalLM.from_pretrained(spec["source"])
+            lm = AutoModelForCausalLM.from_pretrained(spec["source"], dtype=torch.float32)
         else:
             raise ValueError("a 'hf' backbone needs 'source' (smollm2-135m or a local folder) "
                              "or 'hf_config'")
-        return HFBackbone(lm.float())
+        return HFBackbone(lm)  # float32: load_smollm2 dequantises to it
     raise ValueError(f"unknown backbone kind {kind!r}; accepted: gpt, hf")
 
 
@@ -147,7 +147,7 @@ def _load_shipped(name: str, device: str, dtype: str):
     if not (path / "model.safetensors").exists():
         raise ValueError(f"the shipped model {name!r} is missing its files in {path}; "
                          "reinstall tmbench or retrain it with the commands in "
-                         f"{ASSETS / name / 'TRAINING.md'}")
+                         f"{ASSETS / 'TRAINING.md'}")
     return load_model_dir(path, device, dtype, name)
 
 
