@@ -8,6 +8,8 @@ arbitrary code.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import shutil
@@ -59,17 +61,35 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
         tmp.unlink(missing_ok=True)
 
 
-def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a safetensors file; refuse pickle-based checkpoint formats."""
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu",
+                 allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read a safetensors file. Pickle-based formats (.bin, .pt, ...) can run arbitrary code
+    and are refused unless ``allow_pickle=True``; even then only tensors are unpickled
+    (``torch.load(weights_only=True)``)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
-    if path.suffix in PICKLE_SUFFIXES:
-        raise ValueError(f"refusing to load {path}: pickle-based checkpoints can run arbitrary "
-                         "code; convert it to .safetensors")
     if not path.exists():
         raise ValueError(f"checkpoint file {path} does not exist")
-    return load_file(str(path), device=str(device))
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ValueError(f"refusing to load {path}: pickle-based checkpoints can run arbitrary "
+                             "code; convert it to .safetensors or pass allow_pickle=True "
+                             "(--allow-pickle) if you trust its source")
+        return torch.load(path, map_location=device, weights_only=True)
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"checkpoint file {path} is corrupt or truncated ({e})") from None
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -98,13 +98,15 @@ def content_hash_of(paths: list[Path]) -> str:
 
 
 def load_hf(name_or_path: str, *, device: str = "cpu", dtype: str = "float32",
-            trust_remote_code: bool = False, **kwargs: Any) -> HFModel:
-    """Any transformers causal LM: a local folder, or a hub name when the hub is reachable."""
+            trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs: Any) -> HFModel:
+    """Any transformers causal LM: a local folder, or a hub name when the hub is reachable.
+    Remote code and pickled weights (.bin) are refused unless asked for explicitly."""
+    if not allow_pickle:
+        kwargs.setdefault("use_safetensors", True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                            **kwargs)
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
             **kwargs)

@@ -103,6 +103,7 @@ def save_model_dir(model, path: str | Path, dtype: torch.dtype | None = None,
                **(extra or {})}
         if model.kind == "tm":
             cfg["tm"] = {k: v for k, v in asdict(model.config).items() if k != "vocab_size"}
+        cfg["weights_sha256"] = checkpoint.file_sha256(tmp / "model.safetensors")
         if model.tokenizer is not None:
             backend, eos = _backend_tokenizer(model.tokenizer)
             checkpoint.write_text(backend.to_str(), tmp / "tokenizer.json")
@@ -134,6 +135,10 @@ def load_model_dir(path: str | Path, device: str = "cpu", dtype: str = "float32"
                                      t.get("eos_token", EOS))
     model = build_model(cfg["kind"], build_backbone(cfg["backbone"]), cfg["vocab_size"],
                         cfg.get("tm"), tok, name or cfg.get("name") or path.name)
+    want = cfg.get("weights_sha256")
+    if want is not None and checkpoint.file_sha256(path / "model.safetensors") != want:
+        raise ValueError(f"checkpoint {path / 'model.safetensors'} is corrupt: its sha256 differs from "
+                         f"the one recorded in config.json; restore or retrain it")
     sd = checkpoint.load_tensors(path / "model.safetensors")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     model.content_hash = content_hash_of([path / "model.safetensors"])
