@@ -30,7 +30,8 @@ HEADLINE = [
     r"^distinct\[n=2,scope=corpus,unit=word\]$", r"^div\[unit=word\]$",
     r"^self_bleu\[level=corpus,n=4,refs=all,unit=word\]$", r"^zipf\[unit=word\]$",
     r"^coherence\[def=embed-cos", r"^coherence\[def=judge-logprob", r"^mauve\[",
-    r"^gen_ppl\[", r"^heldout_ppl\[.*unit=token\]$", r"^agree", r"^entropy_final\[scale=20\]$",
+    r"^gen_ppl\[", r"^heldout_ppl\[.*unit=token\]$", r"^k1_agree\[mode=position", r"^agree",
+    r"^entropy_final\[scale=20\]$",
     r"^tokens_per_s$", r"^ttft_ms", r"^step_ms\[q=50\]$", r"^peak_mem_mb$",
 ]
 
@@ -73,6 +74,7 @@ class Row:
     decoder: str
     params: dict[str, Any]
     batch_size: int
+    decoder_name: str = ""
     seeds: list[int] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     cells: dict[str, Cell] = field(default_factory=dict)
@@ -122,9 +124,11 @@ def _aggregate(records: list[dict], key: str, rng) -> Cell | None:
         arr = np.array([pp[i] for i in sorted(pp)])
         lo, hi = bootstrap_ci(arr, rng)
         return Cell(float(np.nanmean(values)), lo, hi, len(arr), pp)
-    if len(values) > 1:  # pooled metric, several seeds: spread over seeds
+    if len(values) >= 3:  # pooled metric, several seeds: interval over seeds
         lo, hi = bootstrap_ci(values, rng)
         return Cell(float(np.nanmean(values)), lo, hi, len(values))
+    if len(values) == 2:  # too few seeds for an interval: the mean alone
+        return Cell(float(np.nanmean(values)), None, None, 2)
     return Cell(float(values[0]), None, None, 1)
 
 
@@ -182,7 +186,8 @@ def _tables_for(name: str, version: int, recs: list[dict]) -> list[Table]:
     for rec in recs:
         k = _row_key(rec)
         if k not in rows:
-            rows[k] = Row(k[0], k[1], rec["spec"]["decoder"]["params"], k[3])
+            rows[k] = Row(k[0], k[1], rec["spec"]["decoder"]["params"], k[3],
+                          rec["spec"]["decoder"]["name"])
         rows[k].records.append(rec)
         rows[k].seeds.append(rec["spec"]["seed"])
     batch_sizes = {r.batch_size for r in rows.values() if r.model != "human"}
@@ -220,7 +225,8 @@ def _tables_for_timing(name, version, recs, cols, arrows, rng) -> Table:
     rows: dict[tuple, Row] = {}
     for rec in recs:
         k = _row_key(rec)
-        rows.setdefault(k, Row(k[0], f"{k[1]} b{k[3]}", rec["spec"]["decoder"]["params"], k[3]))
+        rows.setdefault(k, Row(k[0], f"{k[1]} b{k[3]}", rec["spec"]["decoder"]["params"], k[3],
+                               rec["spec"]["decoder"]["name"]))
         rows[k].records.append(rec)
         rows[k].seeds.append(rec["spec"]["seed"])
     ordered = sorted(rows.values(), key=lambda r: (r.model, r.decoder, r.batch_size))
@@ -250,8 +256,30 @@ def cell_text(c: Cell | None, p: Paired | None = None) -> str:
     return f"{fmt(c.mean)} [{fmt(c.lo)}, {fmt(c.hi)}]{mark}"
 
 
+def _non_default(decoder: str, params: dict) -> dict:
+    """The parameters that differ from the decoder's defaults (all of them if the decoder is
+    not importable here); the CSV keeps every resolved value."""
+    import inspect
+
+    from tmbench.registry import DECODERS
+
+    try:
+        sig = inspect.signature(DECODERS.get(decoder))
+    except Exception:  # noqa: BLE001 - a plugin that is not installed here
+        return params
+    out = {}
+    for k, v in params.items():
+        d = sig.parameters.get(k)
+        default = None if d is None else d.default
+        if isinstance(default, tuple):
+            default = list(default)
+        if d is None or default != v:
+            out[k] = v
+    return out
+
+
 def _params_text(p: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) or "–"
+    return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) or "defaults"
 
 
 def _title(t: Table) -> str:
@@ -264,14 +292,19 @@ def to_markdown(t: Table, all_columns: bool = False) -> str:
     head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}".strip() for c in cols]
     shown = "" if all_columns or cols == t.columns else (
         f" Headline columns; all {len(t.columns)} metrics are in the CSV.")
-    lines = [f"### {_title(t)}", "",
-             "Mean [95% bootstrap CI over prompts]; n = prompts (seeds averaged per prompt). "
-             "`*` = differs from the same model's greedy row (paired bootstrap over prompts, 95%)."
-             + shown, "",
+    if t.fingerprint:
+        caption = ("Mean over batches and seeds; only rows from this machine fingerprint. "
+                   "n = runs. " + shown)
+    else:
+        caption = ("Mean [95% bootstrap CI over prompts]; n = prompts (seeds averaged per prompt); "
+                   "params = settings that differ from the decoder's defaults. `*` = differs from "
+                   "the same model's greedy row (paired bootstrap over prompts, 95%)." + shown)
+    lines = [f"### {_title(t)}", "", caption, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in t.rows:
         n = max((c.n for c in r.cells.values()), default=0)
-        cells = [r.model, r.decoder, _params_text(r.params), str(len(set(r.seeds))), str(n)]
+        params = _non_default(r.decoder_name, r.params) if r.decoder_name else r.params
+        cells = [r.model, r.decoder, _params_text(params), str(len(set(r.seeds))), str(n)]
         cells += [cell_text(r.cells.get(c), r.paired.get(c)) for c in cols]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"
