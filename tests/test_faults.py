@@ -81,3 +81,40 @@ def test_two_processes_share_a_results_directory(tmp_path, reference):
         assert p.returncode == 0, p.stderr.read().decode()[-2000:]
     assert content(tmp_path / "runs") == reference
     assert not list((tmp_path / "runs").rglob(".lock"))
+
+
+def test_training_killed_after_a_checkpoint_resumes_to_the_same_model(tmp_path):
+    import torch
+
+    from tmbench.checkpoint import load_tensors
+
+    args = ["train", "test", "--kind", "tm", "--steps", "6", "--threads", "1", "--no-progress",
+            "--set", "ckpt_every=2", "--set", "eval_every=6"]
+    cli([*args, "--out", "whole"], tmp_path)
+    r = cli([*args, "--out", "cut"], tmp_path, fault="checkpoint:2", check=False)
+    assert r.returncode == -9
+    assert not (tmp_path / "cut" / "final").exists()
+    cli([*args, "--out", "cut", "--resume"], tmp_path)
+    a = load_tensors(tmp_path / "whole" / "final" / "model.safetensors")
+    b = load_tensors(tmp_path / "cut" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_in_tm_vectors_stops_with_model_step_and_rows():
+    import torch
+
+    from tmbench.backbones.gpt import GPT, GPTConfig
+    from tmbench.decoders.maturation import maturation
+    from tmbench.models.base import NonFiniteError
+    from tmbench.models.maturation import MaturationModel, TMConfig
+
+    torch.manual_seed(0)
+    tm = MaturationModel(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)),
+                         TMConfig(vocab_size=40, k_max=4)).eval()
+    with torch.no_grad():
+        for p in tm.parameters():
+            if p.dim() == 2 and p.shape[0] == 16 and p.shape[1] == 16:
+                p.fill_(float("nan"))
+                break
+    with pytest.raises(NonFiniteError, match="produced NaN/inf in the tail predictions at maturation step 0"):
+        maturation(tm, [[1, 2, 3], [4, 5]], max_new_tokens=3, generator=torch.Generator(), tail_len=4)

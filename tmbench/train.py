@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from tmbench import checkpoint
+from tmbench.faults import fault_point
 from tmbench.models.maturation import MaturationModel, tail_mask
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -530,6 +531,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
                       file=sys.stderr)
         if (step % cfg.ckpt_every == 0 or step == o.steps or step == stop_at) and rank == 0:
             _save(model, optimizer, step, cfg, out)
+            fault_point("checkpoint")
     bar.close()
     if log is not None:
         log.close()

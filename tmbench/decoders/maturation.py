@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 
 from tmbench.decoders._loop import check
+from tmbench.models.base import check_finite
 from tmbench.types import DecodeOutput, model_kind
 
 ETA = {
@@ -190,6 +191,7 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
             z_u, cache = model.tail_step(win.pending, tail, alpha, win.key_real, win.positions,
                                          cache, tail_only=True)
             z_hat = z_u + guidance * (z_hat - z_u)  # (B, K, d)
+        check_finite(z_hat.flatten(1), model.name, f"in the tail predictions at maturation step {step}")
         new = tail + eta * (z_hat - tail)  # (B, K, d)
         if sigma_dyn > 0:
             new = new + noise(K, sigma_dyn).to(new.dtype)
