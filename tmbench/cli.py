@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="Markdown and CSV tables from run records")
     lb.add_argument("--out", default=DEFAULT_OUT, help="results directory with records")
-    lb.add_argument("--dest", default="results", help="where to write the tables")
+    lb.add_argument("--dest", help="where to write the tables (default: <out>/leaderboards)")
     lb.add_argument("--suite", help="only this suite")
     lb.add_argument("--all-columns", action="store_true", help="print every metric, not the headline ones")
     lb.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
@@ -205,7 +205,8 @@ def cmd_leaderboard(args) -> int:
     if not out.is_dir():
         raise ValueError(f"results directory {out} does not exist; run `tmbench run` first or pass --out")
     warn = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    written = write_leaderboards(out, Path(args.dest), args.suite, warn=warn, reference=args.reference)
+    dest = Path(args.dest) if args.dest else out / "leaderboards"
+    written = write_leaderboards(out, dest, args.suite, warn=warn, reference=args.reference)
     if args.readme:
         from tmbench.leaderboard import update_readme
 

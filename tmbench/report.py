@@ -263,14 +263,15 @@ def build_report(root: Path, dest: Path, suite: str | None = None, reference: st
 def add_report_cli(sub: Any) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report from run records")
     p.add_argument("--out", default="runs", help="results directory with records")
-    p.add_argument("--dest", default="results/report.html")
+    p.add_argument("--dest", help="output file (default: <out>/report.html)")
     p.add_argument("--suite")
     p.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
     p.set_defaults(handler=_cmd_report)
 
 
 def _cmd_report(args) -> int:
-    path = build_report(Path(args.out), Path(args.dest), args.suite, args.reference)
+    dest = Path(args.dest) if args.dest else Path(args.out) / "report.html"
+    path = build_report(Path(args.out), dest, args.suite, args.reference)
     print(f"wrote {path}")
     return 0
 
