@@ -1,13 +1,13 @@
 """torchrun with the gloo backend, 2 processes on CPU: generation equals a single process."""
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import run_tmbench
 
 SUITE = """name: dist
 version: 1
@@ -32,10 +32,8 @@ def tokens(root: Path) -> dict:
 
 
 def run(cmd, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+    """cmd = [python, *rest]: run ``rest`` with the test environment, assert success."""
+    return run_tmbench(cmd[1:], cwd, module=())
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),

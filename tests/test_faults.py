@@ -4,10 +4,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from helpers import run_tmbench
 
 SUITE = """name: kill
 version: 1
@@ -22,15 +23,7 @@ metrics: [{name: repetition}]
 
 
 def cli(args, cwd, fault=None, check=True):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    env.pop("TMBENCH_FAULT", None)
-    if fault:
-        env["TMBENCH_FAULT"] = fault
-    r = subprocess.run([sys.executable, "-m", "tmbench", *args], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=300)
-    if check:
-        assert r.returncode == 0, r.stderr[-2000:]
-    return r
+    return run_tmbench(args, cwd, fault=fault, check=check)
 
 
 def content(root: Path) -> dict:

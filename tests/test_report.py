@@ -1,10 +1,10 @@
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import argmax_tokens
 from tmbench.registry import register_decoder
 from tmbench.report import build_report
 from tmbench.runner import Runner
@@ -15,13 +15,7 @@ from tmbench.types import DecodeOutput, model_kind
 @register_decoder("test_traced")
 @model_kind("ar")
 def traced(model, prompts, *, max_new_tokens, generator, tail_len: int = 4):
-    out = model.prefill(prompts)
-    toks = [[] for _ in prompts]
-    for _ in range(max_new_tokens):
-        nxt = out.logits.argmax(-1)
-        for b, t in enumerate(nxt.tolist()):
-            toks[b].append(t)
-        out = model.step(out.state, nxt)
+    toks = argmax_tokens(model, prompts, max_new_tokens)
     K = tail_len
     trace = {"entropy": {"1": [[5.0 - 0.5 * i for i in range(K)]] * max_new_tokens,
                          "20": [[3.0 - 0.6 * i for i in range(K)]] * max_new_tokens},

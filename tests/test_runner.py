@@ -1,9 +1,9 @@
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import argmax_tokens
 from tmbench.leaderboard import build_tables, to_markdown, write_leaderboards
 from tmbench.registry import register_decoder, register_metric
 from tmbench.results import read_record
@@ -15,14 +15,7 @@ from tmbench.types import Score, metric_key, model_kind
 @register_decoder("test_argmax")
 @model_kind("ar")
 def argmax_decoder(model, prompts, *, max_new_tokens, generator, bias: float = 0.0):
-    out = model.prefill(prompts)
-    toks = [[] for _ in prompts]
-    for _ in range(max_new_tokens):
-        nxt = (out.logits + bias).argmax(-1)
-        for b, t in enumerate(nxt.tolist()):
-            toks[b].append(t)
-        out = model.step(out.state, nxt)
-    return toks
+    return argmax_tokens(model, prompts, max_new_tokens, bias)
 
 
 @register_decoder("test_sample")

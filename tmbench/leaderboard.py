@@ -256,7 +256,7 @@ def cell_text(c: Cell | None, p: Paired | None = None) -> str:
     return f"{fmt(c.mean)} [{fmt(c.lo)}, {fmt(c.hi)}]{mark}"
 
 
-def _non_default(decoder: str, params: dict) -> dict:
+def non_default_params(decoder: str, params: dict) -> dict:
     """The parameters that differ from the decoder's defaults (all of them if the decoder is
     not importable here); the CSV keeps every resolved value."""
     import inspect
@@ -278,7 +278,7 @@ def _non_default(decoder: str, params: dict) -> dict:
     return out
 
 
-def _params_text(p: dict) -> str:
+def params_text(p: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) or "defaults"
 
 
@@ -303,8 +303,8 @@ def to_markdown(t: Table, all_columns: bool = False) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in t.rows:
         n = max((c.n for c in r.cells.values()), default=0)
-        params = _non_default(r.decoder_name, r.params) if r.decoder_name else r.params
-        cells = [r.model, r.decoder, _params_text(params), str(len(set(r.seeds))), str(n)]
+        params = non_default_params(r.decoder_name, r.params) if r.decoder_name else r.params
+        cells = [r.model, r.decoder, params_text(params), str(len(set(r.seeds))), str(n)]
         cells += [cell_text(r.cells.get(c), r.paired.get(c)) for c in cols]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -48,9 +48,9 @@ def table_html(t: Table, all_columns: bool = False) -> str:
     out = ['<div class="scroll"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for r in t.rows:
         n = max((c.n for c in r.cells.values()), default=0)
-        from tmbench.leaderboard import _non_default, _params_text
+        from tmbench.leaderboard import non_default_params, params_text
 
-        params = _params_text(_non_default(r.decoder_name, r.params) if r.decoder_name else r.params)
+        params = params_text(non_default_params(r.decoder_name, r.params) if r.decoder_name else r.params)
         tds = [r.model, r.decoder, params, str(len(set(r.seeds))), str(n)]
         cls = ' class="human"' if r.model == "human" else ""
         row = "".join(f"<td>{html.escape(x)}</td>" for x in tds)

@@ -22,7 +22,7 @@ default and the prefix must be rescaled too.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
