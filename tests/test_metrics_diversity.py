@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 import warnings
 
 import numpy as np
@@ -18,30 +19,39 @@ from tmbench.metrics.selfbleu import self_bleu
 def test_distinct_scopes_hand_computed():
     ss = [sample("a b c e", prompt_index=0), sample("a b d e", prompt_index=0),
           sample("x y", prompt_index=1)]
-    out = diversity(ss, ctx=ctx(), units=("word",))
-    assert out["distinct[n=1,scope=sample,unit=word]"].per_sample == [1.0, 1.0, 1.0]
-    assert out["distinct[n=1,scope=corpus,unit=word]"].value == pytest.approx(7 / 10)
+    out = diversity(ss, ctx=ctx(), units=("wordpunct",))
+    assert out["distinct[n=1,scope=sample,unit=wordpunct]"].per_sample == [1.0, 1.0, 1.0]
+    assert out["distinct[n=1,scope=corpus,unit=wordpunct]"].value == pytest.approx(7 / 10)
     # prompt 0 pools {a,b,c,d,e} over 8 words; prompt 1 is 2/2
-    assert out["distinct[n=1,scope=prompt,unit=word]"].per_sample == pytest.approx([5 / 8, 5 / 8, 1])
-    assert out["distinct[n=2,scope=corpus,unit=word]"].value == pytest.approx(6 / 7)  # ab twice
+    assert out["distinct[n=1,scope=prompt,unit=wordpunct]"].per_sample == pytest.approx([5 / 8, 5 / 8, 1])
+    assert out["distinct[n=2,scope=corpus,unit=wordpunct]"].value == pytest.approx(6 / 7)  # ab twice
     # SimCTG product: n=2 (3+3+1)/7, n=3 (2+2)/4, n=4 (1+1)/2
-    assert out["div[unit=word]"].value == pytest.approx(1.0)
-    assert out["novel[n=2,refs=prompt,unit=word]"].value == pytest.approx(2 / 3)  # 'a b' shared
+    assert out["div[unit=wordpunct]"].value == pytest.approx(1.0)
+    assert out["novel[n=2,refs=prompt,unit=wordpunct]"].value == pytest.approx(2 / 3)  # 'a b' shared
 
 
 def test_div_and_entropy_and_zipf():
     ss = [sample("a b a b")]
-    out = diversity(ss, ctx=ctx(), units=("word",))
-    assert out["ngram_entropy[n=1,scope=sample,unit=word]"].value == pytest.approx(math.log(2))
+    out = diversity(ss, ctx=ctx(), units=("wordpunct",))
+    assert out["ngram_entropy[n=1,scope=sample,unit=wordpunct]"].value == pytest.approx(math.log(2))
     h2 = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))  # ab twice, ba once
-    assert out["ngram_entropy[n=2,scope=corpus,unit=word]"].value == pytest.approx(h2)
+    assert out["ngram_entropy[n=2,scope=corpus,unit=wordpunct]"].value == pytest.approx(h2)
     # rep-2 1/3, rep-3 0, rep-4 0 -> (2/3) * 1 * 1
-    assert out["div[unit=word]"].value == pytest.approx(2 / 3)
+    assert out["div[unit=wordpunct]"].value == pytest.approx(2 / 3)
     # counts 12/r for r = 1..4 lie exactly on a line of slope -1 in log-log
     words = ["w1"] * 12 + ["w2"] * 6 + ["w3"] * 4 + ["w4"] * 3
-    z = diversity([sample(" ".join(words))], ctx=ctx(), units=("word",))["zipf[unit=word]"]
+    z = diversity([sample(" ".join(words))], ctx=ctx(), units=("wordpunct",))["zipf[unit=wordpunct]"]
     assert z.value == pytest.approx(1.0) and z.higher_is_better is None
     assert z.meta["r"] == pytest.approx(-1.0)
+
+
+def test_punctuation_runs_are_not_one_word():
+    """Whitespace words made '-1-1-1-1' one distinct word; split, its distinct-2 is 2/7."""
+    out = diversity([sample("-1-1-1-1")], ctx=ctx(), units=("wordpunct",))
+    assert out["distinct[n=1,scope=corpus,unit=wordpunct]"].value == pytest.approx(2 / 8)
+    assert out["distinct[n=2,scope=corpus,unit=wordpunct]"].value == pytest.approx(2 / 7)
+    assert out["div[unit=wordpunct]"].value == pytest.approx(2 / 7 * 2 / 6 * 2 / 5)
+    assert not any("unit=word]" in k or "unit=word," in k for k in out)
 
 
 def test_prompt_scope_needs_two_samples_per_prompt():
@@ -81,16 +91,16 @@ def test_self_bleu_matches_nltk(smoothing):
 
 def test_self_bleu_words_match_nltk_through_metric():
     rng = random.Random(1)
-    vocab = "the a of to in cat dog sat ran on mat".split()
+    vocab = "the a of to in cat dog sat ran on mat. -1-1 dog, ... ran!".split()
     ss = [sample(" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 20)))) for _ in range(8)]
-    out = diversity(ss, ctx=ctx(), units=("word",))
-    words = [s.text.split() for s in ss]
+    out = diversity(ss, ctx=ctx(), units=("wordpunct",))
+    words = [re.findall(r"\w+|[^\w\s]", s.text) for s in ss]  # words, single punctuation marks
     f = SmoothingFunction().method1
     ref = [sentence_bleu(words[:i] + words[i + 1:], words[i], smoothing_function=f) for i in range(8)]
-    got = out["self_bleu[level=sentence,n=4,refs=all,unit=word]"]
+    got = out["self_bleu[level=sentence,n=4,refs=all,unit=wordpunct]"]
     assert max(abs(a - b) for a, b in zip(got.per_sample, ref)) <= 1e-9
     corp = corpus_bleu([words[:i] + words[i + 1:] for i in range(8)], words, smoothing_function=f)
-    assert abs(out["self_bleu[level=corpus,n=4,refs=all,unit=word]"].value - corp) <= 1e-9
+    assert abs(out["self_bleu[level=corpus,n=4,refs=all,unit=wordpunct]"].value - corp) <= 1e-9
 
 
 # ---- properties ---------------------------------------------------------------------------------
@@ -104,7 +114,7 @@ def _run(ts, prompts=None):
     from tmbench.metrics.repetition import repetition
 
     c = ctx()
-    return repetition(ss, ctx=c, units=("word",)) | diversity(ss, ctx=c, units=("word",))
+    return repetition(ss, ctx=c, units=("wordpunct",)) | diversity(ss, ctx=c, units=("wordpunct",))
 
 
 @settings(max_examples=25, deadline=None, database=None)
@@ -136,12 +146,12 @@ def test_ranges_and_per_sample_means(ts):
 def test_identical_samples_have_no_cross_sample_diversity(text, k):
     out = _run([text] * k, [0] * k)
     for refs in ("all", "prompt"):
-        assert out[f"novel[n=2,refs={refs},unit=word]"].value == 0.0
-        assert out[f"self_bleu[level=sentence,n=4,refs={refs},unit=word]"].value == pytest.approx(1.0)
-        assert out[f"self_bleu[level=corpus,n=4,refs={refs},unit=word]"].value == pytest.approx(1.0)
+        assert out[f"novel[n=2,refs={refs},unit=wordpunct]"].value == 0.0
+        assert out[f"self_bleu[level=sentence,n=4,refs={refs},unit=wordpunct]"].value == pytest.approx(1.0)
+        assert out[f"self_bleu[level=corpus,n=4,refs={refs},unit=wordpunct]"].value == pytest.approx(1.0)
 
 
 def test_disjoint_samples_are_all_novel():
     out = _run(["a b c d", "e f g h", "i j k l"], [0, 0, 0])
-    assert out["novel[n=2,refs=prompt,unit=word]"].value == 1.0
-    assert out["self_bleu[level=sentence,n=4,refs=prompt,unit=word]"].value < 0.1
+    assert out["novel[n=2,refs=prompt,unit=wordpunct]"].value == 1.0
+    assert out["self_bleu[level=sentence,n=4,refs=prompt,unit=wordpunct]"].value < 0.1

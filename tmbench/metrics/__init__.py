@@ -2,8 +2,9 @@
 
 Conventions shared by every metric here (see DESIGN sections 4 and 8):
 
-- Keys carry their parameters (``rep[n=2,unit=word]``); the *unit* is always named:
-  ``token`` = the generator's token ids, ``word`` = whitespace-separated words (SimCTG).
+- Keys carry their parameters (``rep[n=2,unit=wordpunct]``); the *unit* is always named:
+  ``token`` = the generator's token ids, ``wordpunct`` = words and single punctuation
+  characters (nltk ``wordpunct_tokenize``, see :mod:`tmbench.metrics.ngrams`).
 - When ``Score.per_sample`` is set, ``Score.value == mean(per_sample)`` exactly, so a bootstrap
   over samples reproduces the point estimate. Pooled (corpus-level) figures such as SimCTG's
   rep-n have ``per_sample=None``; resample samples and recompute them for an interval.

@@ -1,5 +1,6 @@
 """Diversity: distinct-n, the SimCTG diversity product, Self-BLEU, novelty across samples,
-n-gram entropy and the Zipf coefficient; on tokens and on words (unit named in every key).
+n-gram entropy and the Zipf coefficient; on tokens and on words (unit named in every key:
+``token`` or ``wordpunct``, words with punctuation split off, see :mod:`tmbench.metrics.ngrams`).
 
 Scopes: ``sample`` = within each sample, averaged over samples; ``prompt`` = the samples of one
 prompt pooled (samples with the same ``prompt_index`` in this call; only when some prompt has
@@ -30,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmbench.metrics.ngrams import (NgramStats, check_ns, check_units, entropy_of_counts, eos_of,
-                                    has_units, intern, ngram_occurrences, ngram_stats,
-                                    per_owner_entropy, prompt_groups, sample_units)
+from tmbench.metrics.ngrams import (WORDPUNCT, NgramStats, check_ns, check_units,
+                                    entropy_of_counts, eos_of, has_units, intern,
+                                    ngram_occurrences, ngram_stats, per_owner_entropy,
+                                    prompt_groups, sample_units)
 from tmbench.metrics.selfbleu import SMOOTHINGS, self_bleu
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
@@ -41,11 +43,11 @@ REFS = ("all", "prompt")
 
 
 def diversity(samples: list[Sample], *, ctx: MetricContext, ns=(1, 2, 3, 4),
-              units=("token", "word"), scopes=SCOPES, entropy_ns=(1, 2, 3, 4),
+              units=("token", "wordpunct"), scopes=SCOPES, entropy_ns=(1, 2, 3, 4),
               self_bleu_n: int = 4, self_bleu_refs=REFS, smoothing: str = "method1",
               novel_ns=(2,), zipf_max_rank: int = 5000) -> dict[str, Score]:
     ns, entropy_ns, novel_ns = check_ns(ns), check_ns(entropy_ns, "entropy_ns"), check_ns(novel_ns, "novel_ns")
-    units = check_units(units)
+    units = check_units(units, ctx.notes)
     scopes = _check("scope", scopes, SCOPES)
     refs_list = _check("self_bleu_refs", self_bleu_refs, REFS)
     if smoothing not in SMOOTHINGS:
@@ -65,7 +67,8 @@ def diversity(samples: list[Sample], *, ctx: MetricContext, ns=(1, 2, 3, 4),
             ctx.notes.append(f"no token ids in these samples; unit={unit} skipped")
             continue
         seqs = intern(sample_units(samples, unit, eos))
-        common = {"unit": unit, "n_samples": len(samples), "n_prompts": int(group.max()) + 1}
+        common = {"unit": unit, "n_samples": len(samples), "n_prompts": int(group.max()) + 1,
+                  "unit_definition": "generator token ids" if unit == "token" else WORDPUNCT}
         stats = {n: ngram_stats(seqs, n) for n in sorted(set(ns) | set(entropy_ns) | {2, 3, 4})}
         gstats = ({n: ngram_stats(seqs, n, owner_of=group) for n in sorted(set(ns) | set(entropy_ns))}
                   if "prompt" in scopes else {})

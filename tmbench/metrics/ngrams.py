@@ -1,11 +1,16 @@
-"""Shared tokenisation and n-gram counting for the repetition and diversity metrics.
+r"""Shared tokenisation and n-gram counting for the repetition and diversity metrics.
 
 Units (always named in metric keys):
 
 - ``token``: the generator's token ids (``Sample.token_ids``), one trailing EOS removed.
   Numbers depend on the tokenizer, so compare them only between runs that share one.
-- ``word``: ``text.split()`` (whitespace words, no lower-casing, punctuation stays attached),
-  the SimCTG convention (Su et al. 2022, ``measure_repetition_and_diversity``).
+- ``wordpunct``: words and punctuation, from nltk's ``wordpunct_tokenize`` (regex
+  ``\w+|[^\w\s]+``, no lower-casing, no data download), with every run of punctuation further
+  split into single characters. ``-1-1-1``, ``-am-out-am-out`` and ``------`` are sequences of
+  several units, so their repetition is counted; whitespace words (the SimCTG convention, Su et
+  al. 2022) would make each of them one "word" and score it rep-2 0. ``word`` is accepted as an
+  old name of this unit: the scores are keyed ``unit=wordpunct`` and a note is recorded, so
+  numbers of the two definitions never share a key.
 
 Counting is vectorised: each sequence is interned to dense integer ids, every n-gram becomes
 one int64 key (or a row of an ``np.unique(axis=0)`` when the key would overflow), and per-sample
@@ -16,6 +21,7 @@ one, which changes their numbers slightly for short texts.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
@@ -23,15 +29,40 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-UNITS = ("token", "word")
+UNITS = ("token", "wordpunct")
+OLD_UNITS = {"word": "wordpunct"}  # old name -> the unit it now means
+WORDPUNCT = ("nltk wordpunct_tokenize, punctuation runs split into single characters, "
+             "case kept")
+_PUNCT_RUN = re.compile(r"[^\w\s]+")
 
 
-def check_units(units: Any) -> tuple[str, ...]:
+def check_units(units: Any, notes: list[str] | None = None) -> tuple[str, ...]:
+    """Validated units, old names mapped to their current unit (with a note in ``notes``)."""
     units = (units,) if isinstance(units, str) else tuple(units)
-    bad = [u for u in units if u not in UNITS]
+    bad = [u for u in units if u not in UNITS and u not in OLD_UNITS]
     if bad or not units:
         raise ValueError(f"unknown unit(s) {bad or units!r}; accepted: {', '.join(UNITS)}")
-    return units
+    out = []
+    for u in units:
+        if u in OLD_UNITS and notes is not None:
+            notes.append(f"unit {u!r} is read as {OLD_UNITS[u]!r} ({WORDPUNCT}); "
+                         f"keys say unit={OLD_UNITS[u]}")
+        u = OLD_UNITS.get(u, u)
+        if u not in out:
+            out.append(u)
+    return tuple(out)
+
+
+def wordpunct_units(text: str) -> list[str]:
+    """Words and single punctuation characters: ``"-am-out!!"`` -> ``['-', 'am', '-', 'out',
+    '!', '!']``. nltk's ``wordpunct_tokenize`` keeps a punctuation run (``------``) as one token;
+    it is split here so that a run of repeated punctuation counts as repetition."""
+    from nltk.tokenize import wordpunct_tokenize
+
+    out: list[str] = []
+    for t in wordpunct_tokenize(text):
+        out.extend(t if _PUNCT_RUN.fullmatch(t) else (t,))
+    return out
 
 
 def check_ns(ns: Any, name: str = "ns") -> tuple[int, ...]:
@@ -51,9 +82,10 @@ def eos_of(ctx: Any) -> int | None:
 
 
 def sample_units(samples: Sequence[Any], unit: str, eos_id: int | None = None) -> list[list]:
-    """One list of units per sample: token ids (one trailing EOS dropped) or whitespace words."""
-    if unit == "word":
-        return [s.text.split() for s in samples]
+    """One list of units per sample: token ids (one trailing EOS dropped) or
+    :func:`wordpunct_units` of the text."""
+    if unit == "wordpunct":
+        return [wordpunct_units(s.text) for s in samples]
     if unit == "token":
         out = []
         for s in samples:

@@ -1,6 +1,7 @@
 """Repetition: rep-n, seq-rep-n, Loop% and the longest repeated span, on tokens and on words.
 
-Keys (``U`` = ``token`` or ``word``, see :mod:`tmbench.metrics.ngrams`):
+Keys (``U`` = ``token`` or ``wordpunct``, words with punctuation split off; see
+:mod:`tmbench.metrics.ngrams`):
 
 - ``rep[n=N,unit=U]``: 1 - sum_i unique_i / sum_i total_i, n-gram counts pooled over samples
   (SimCTG, Su et al. 2022). Pooled, so ``per_sample`` is None.
@@ -20,14 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmbench.metrics.ngrams import (check_ns, check_units, eos_of, has_units, intern,
-                                    longest_repeat, ngram_stats, sample_units)
+from tmbench.metrics.ngrams import (WORDPUNCT, check_ns, check_units, eos_of, has_units,
+                                    intern, longest_repeat, ngram_stats, sample_units)
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 
 def repetition(samples: list[Sample], *, ctx: MetricContext, ns=(2, 3, 4),
-               units=("token", "word"), loop_n: int = 3) -> dict[str, Score]:
-    ns, units = check_ns(ns), check_units(units)
+               units=("token", "wordpunct"), loop_n: int = 3) -> dict[str, Score]:
+    ns, units = check_ns(ns), check_units(units, ctx.notes)
     (loop_n,) = check_ns(loop_n, "loop_n")
     if not samples:
         return {}
@@ -39,6 +40,7 @@ def repetition(samples: list[Sample], *, ctx: MetricContext, ns=(2, 3, 4),
             continue
         seqs = intern(sample_units(samples, unit, eos))
         common = {"unit": unit, "n_samples": len(samples),
+                  "unit_definition": "generator token ids" if unit == "token" else WORDPUNCT,
                   "eos": "one trailing EOS removed" if unit == "token" else None}
         for n in ns:
             st = ngram_stats(seqs, n)
