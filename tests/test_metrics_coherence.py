@@ -108,8 +108,9 @@ def test_smollm2_judge_scores_fluent_text_higher():
     ss = [sample(" in London on Monday, officials said.", prompt="The meeting took place", prompt_index=0),
           sample(" banana seventeen purple the of of", prompt="The meeting took place", prompt_index=1)]
     c = ctx(load_model=lambda n: judge, model=object())
-    ppl = gen_ppl(ss, ctx=c)["gen_ppl[judge=smollm2-135m]"]
-    coh = coherence(ss, ctx=c, defs="judge-logprob")["coherence[def=judge-logprob,judge=smollm2-135m]"]
+    ppl = gen_ppl(ss, ctx=c, judge="smollm2-135m")["gen_ppl[agg=pooled,judge=smollm2-135m]"]
+    coh = coherence(ss, ctx=c, defs="judge-logprob", judge="smollm2-135m")
+    coh = coh["coherence[def=judge-logprob,judge=smollm2-135m]"]
     assert ppl.per_sample[0] < ppl.per_sample[1]
     assert coh.per_sample[0] > coh.per_sample[1]
     assert math.exp(-coh.per_sample[0]) == pytest.approx(ppl.per_sample[0], rel=1e-9)

@@ -12,7 +12,8 @@ from _metrics_util import BigramJudge, ctx, sample, tiny_hfmodel, tiny_llama
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed")
 
 from tmbench.lm_eval_adapter import TmbenchLM  # noqa: E402
-from tmbench.metrics.judge import judge_logprobs, token_logprobs_batched  # noqa: E402
+from tmbench.metrics.judge import (is_self_judged, judge_logprobs,  # noqa: E402
+                                   token_logprobs_batched)
 from tmbench.metrics.perplexity import gen_ppl, heldout_ppl  # noqa: E402
 
 WINDOW = 32  # small, so articles span several rolling windows
@@ -88,17 +89,118 @@ def test_gen_ppl_equals_direct_scoring():
     ss = [sample(" the bank said on Monday", prompt="Shares fell", prompt_index=0),
           sample(" and then", prompt="The minister", prompt_index=1)]
     c = ctx(load_model=lambda name: judge, model=object())
-    s = gen_ppl(ss, ctx=c, judge="toy-random")["gen_ppl[judge=toy-random]"]
+    out = gen_ppl(ss, ctx=c, judge="toy-random")
+    s = out["gen_ppl[agg=pooled,judge=toy-random]"]
     tok = judge.tokenizer
+    nlls, counts = [], []
     for x, got in zip(ss, s.per_sample):
         p, q = tok.encode(x.prompt_text), tok.encode(x.text)
         ids = torch.tensor([p + q])
         with torch.no_grad():
             lp = torch.log_softmax(judge.model(ids).logits[0, :-1].double(), -1)
-        nll = -lp[torch.arange(len(p) - 1, len(p) + len(q) - 1), torch.tensor(q)].mean()
-        assert got == pytest.approx(math.exp(float(nll)), rel=1e-5)
-    assert s.value == pytest.approx(np.mean(s.per_sample))
+        nll = -lp[torch.arange(len(p) - 1, len(p) + len(q) - 1), torch.tensor(q)]
+        assert got == pytest.approx(math.exp(float(nll.mean())), rel=1e-5)
+        nlls.append(float(nll.sum()))
+        counts.append(len(q))
+    assert s.value == pytest.approx(math.exp(sum(nlls) / sum(counts)), rel=1e-5)
+    assert s.meta["per_sample_tokens"] == counts
+    assert s.meta["per_sample_nll"] == pytest.approx(nlls, rel=1e-5)
+    assert out["gen_ppl[agg=sample-mean,judge=toy-random]"].value == pytest.approx(np.mean(s.per_sample))
     assert s.meta["judge"]["name"] == "tiny-llama" and s.meta["window"] == 1024
+    assert s.meta["self_judged"] is False
+
+
+def test_gen_ppl_pools_tokens_hand_computed():
+    """Pooled perplexity weighs samples by their token counts; the mean of per-sample
+    perplexities does not. Bigram judge, word tokens: sample 0 scores 3 tokens, sample 1 one."""
+    judge = BigramJudge()
+    ss = [sample("b c d", prompt="a", prompt_index=0), sample("f", prompt="e", prompt_index=1)]
+    out = gen_ppl(ss, ctx=ctx(load_model=lambda n: judge, model=object()), judge="toy-random")
+    t, v = judge.table.double(), judge.tokenizer.vocab
+    nll0 = -float(t[v["a"], v["b"]] + t[v["b"], v["c"]] + t[v["c"], v["d"]])
+    nll1 = -float(t[v["e"], v["f"]])
+    pooled = out["gen_ppl[agg=pooled,judge=toy-random]"]
+    assert pooled.value == pytest.approx(math.exp((nll0 + nll1) / 4), rel=1e-9)
+    assert pooled.per_sample == pytest.approx([math.exp(nll0 / 3), math.exp(nll1)], rel=1e-9)
+    assert pooled.meta["per_sample_tokens"] == [3, 1]
+    assert pooled.meta["per_sample_nll"] == pytest.approx([nll0, nll1], rel=1e-9)
+    mean = out["gen_ppl[agg=sample-mean,judge=toy-random]"]
+    assert mean.value == pytest.approx((math.exp(nll0 / 3) + math.exp(nll1)) / 2, rel=1e-9)
+
+
+def test_empty_continuation_pools_nothing():
+    judge = BigramJudge()
+    ss = [sample("b c", prompt="a"), sample("", prompt="e", prompt_index=1)]
+    c = ctx(load_model=lambda n: judge, model=object())
+    s = gen_ppl(ss, ctx=c, judge="toy-random")["gen_ppl[agg=pooled,judge=toy-random]"]
+    assert s.meta["per_sample_tokens"] == [2, 0] and math.isnan(s.per_sample[1])
+    assert s.value == pytest.approx(math.exp(s.meta["per_sample_nll"][0] / 2))
+    assert any("empty continuation" in n for n in c.notes)
+
+
+class _Generator:
+    def __init__(self, ident):
+        self.ident = ident
+
+    def identity(self):
+        return self.ident
+
+
+def test_self_judged_is_recorded():
+    judge = BigramJudge()
+    ss = [sample("b c d", prompt="a")]
+    for gen, want in ((_Generator({"name": "bigram", "content_hash": "bigram0"}), True),
+                      (_Generator({"name": "bigram-copy", "content_hash": "bigram0"}), True),
+                      (_Generator({"name": "bigram", "content_hash": "other"}), False),
+                      (_Generator({"name": "tm", "content_hash": None}), False),
+                      (None, False), (object(), False)):
+        c = ctx(load_model=lambda n: judge, model=gen)
+        for s in gen_ppl(ss, ctx=c, judge="toy-random").values():
+            assert s.meta["self_judged"] is want, gen
+        assert any("judge is the generator" in n for n in c.notes) is want
+    assert is_self_judged({"name": "a"}, {"name": "a", "content_hash": None})
+    assert not is_self_judged({"name": "a", "content_hash": "x"}, None)
+
+
+def test_gen_ppl_and_coherence_share_one_judge_forward(tmp_path):
+    from tmbench.metrics.coherence import coherence
+
+    class Counting(BigramJudge):
+        scored = 0
+
+        def token_logprobs(self, seqs):
+            Counting.scored += len(seqs)
+            return super().token_logprobs(seqs)
+
+    judge = Counting()
+    ss = [sample(f"w{i} w{i + 1} w{i + 2}", prompt="p", prompt_index=i) for i in range(5)]
+    c = ctx(load_model=lambda n: judge, model=object(), cache_dir=str(tmp_path))
+    ppl = gen_ppl(ss, ctx=c, judge="toy-random")["gen_ppl[agg=pooled,judge=toy-random]"]
+    coh = coherence(ss, ctx=c, defs="judge-logprob", judge="toy-random")
+    coh = coh["coherence[def=judge-logprob,judge=toy-random]"]
+    assert Counting.scored == 5  # one scored window per sample, for both metrics
+    for p, lp, n in zip(ppl.per_sample, coh.per_sample, ppl.meta["per_sample_tokens"]):
+        assert math.log(p) == pytest.approx(-lp) and n == 3
+
+
+def test_bos_prefix_is_put_before_every_window():
+    """A judge with ``score_prefix`` gets it before each window, and its first continuation
+    token is scored given it when the prompt is empty."""
+    judge = BigramJudge()
+    bos = judge.tokenizer.encode("<bos>")[0]
+    judge.score_prefix = [bos]
+    seen = []
+    orig = judge.token_logprobs
+    judge.token_logprobs = lambda seqs: (seen.extend(seqs), orig(seqs))[1]
+    words = " ".join(f"w{i}" for i in range(20))
+    full, meta = judge_logprobs(judge, [sample(words, prompt="")], ctx(model=object()),
+                                window=8, stride=3)
+    assert all(s[0] == bos for s in seen) and max(map(len, seen)) <= 8
+    assert len(full[0]) == 20 and "BOS before every window" in meta["retokenisation"]
+    ids = judge.tokenizer.encode(words)
+    assert full[0][0] == pytest.approx(float(judge.table[bos, ids[0]]))
+    with pytest.raises(ValueError, match="stride"):
+        judge_logprobs(judge, [sample(words, prompt="")], ctx(), window=8, stride=7)
 
 
 def test_windowed_scoring_equals_full_for_a_bigram_judge():

@@ -105,6 +105,7 @@ DECODERS = Registry(
         "eta": "tmbench.decoders.sampling:eta",
         "contrastive": "tmbench.decoders.contrastive:contrastive",
         "maturation": "tmbench.decoders.maturation:maturation",
+        "best_of_n": "tmbench.decoders.best_of_n:best_of_n",
     },
 )
 
@@ -113,9 +114,13 @@ MODELS = Registry(
     "tmbench.models",
     {
         "smollm2-135m": "tmbench.models.hf:load_smollm2",
+        "gemma3-270m": "tmbench.models.judges:load_gemma3_270m",
         "toy-random": "tmbench.models.toy:load_toy",
         "ar-bbc-tiny": "tmbench.models.shipped:load_ar_bbc_tiny",
         "tm-bbc-tiny": "tmbench.models.shipped:load_tm_bbc_tiny",
+        "tm-smollm2": "tmbench.models.delta:load_tm_smollm2",
+        "ar-smollm2": "tmbench.models.delta:load_ar_smollm2",
+        "tm-smollm2-init": "tmbench.models.delta:load_tm_smollm2_init",
         "all-minilm-l6-v2": "tmbench.models.featurizers:load_minilm",
     },
 )

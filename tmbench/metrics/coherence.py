@@ -6,8 +6,10 @@
   all-MiniLM-L6-v2, mean-pooled and normalised). In [-1, 1].
 - ``coherence[def=judge-logprob,judge=J]``: mean log-probability (nats per judge token) of the
   continuation given the prompt under judge J with J's own tokenizer (Su & Collier 2023 used
-  OPT-2.7B; the offline default is SmolLM2-135M). At most 0. Scored exactly as ``gen_ppl``
-  (see :mod:`tmbench.metrics.judge` for retokenisation, windowing and the cache).
+  OPT-2.7B; the offline default is Gemma 3 270M, ``gemma3-270m``, which no row generates).
+  At most 0. Scored exactly as ``gen_ppl`` and from the same cached judge forward (see
+  :mod:`tmbench.metrics.judge` for retokenisation, windowing, the cache and
+  ``meta["self_judged"]``).
 
 Both per sample; higher is better (but degenerate repetition also scores a high judge
 log-probability, so read it next to a diversity figure). A definition whose model is missing
@@ -26,7 +28,7 @@ DEFINITIONS = ("embed-cos", "judge-logprob")
 
 
 def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
-              featurizer: str = "all-minilm-l6-v2", judge: str = "smollm2-135m",
+              featurizer: str = "all-minilm-l6-v2", judge: str = "gemma3-270m",
               max_text_length: int = 256, window: int = 1024, stride: int = 512,
               batch_tokens: int = 2048) -> dict[str, Score]:
     defs = (defs,) if isinstance(defs, str) else tuple(defs)

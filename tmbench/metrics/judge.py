@@ -1,17 +1,24 @@
 """Scoring continuations with a judge LM: shared by ``gen_ppl`` and judge-logprob coherence.
 
 Protocol (recorded in ``meta``): the prompt and the continuation texts are re-encoded
-separately with the judge's tokenizer and concatenated, without BOS (an empty prompt becomes
-the judge's BOS, else EOS); only continuation tokens are scored. Human-row references are the
-words after the prompt without their separating space, so one space is put back. A sequence
-longer than ``window`` is scored in chunks of ``stride`` continuation tokens, each chunk seeing
-up to ``window`` tokens (so every scored token has at least ``window - stride`` tokens of
-context, or all of them).
+separately with the judge's tokenizer and concatenated; only continuation tokens are scored.
+A judge whose tokenizer starts every text with BOS (Gemma) declares it in ``score_prefix``
+and gets that BOS before every window; otherwise there is no BOS (an empty prompt becomes the
+judge's BOS, else EOS). Human-row references are the words after the prompt without their
+separating space, so one space is put back. A sequence longer than ``window`` is scored in
+chunks of ``stride`` continuation tokens, each chunk seeing up to ``window`` tokens (so every
+scored token has at least ``window - stride`` tokens of context, or all of them).
 
-AR judges are scored in left-padded batches through ``ARModel.forward`` (about 2x faster on
-CPU than one sequence at a time), up to ``batch_tokens`` padded tokens per forward; any other
-judge goes through its ``token_logprobs``. Scores are cached on disk per judge identity,
-window, stride and text pair, so a second metric with the same judge costs nothing.
+AR judges are scored in left-padded batches (several samples per forward, about 2x faster on
+CPU than one sequence at a time), up to ``batch_tokens`` padded tokens per forward; a judge
+with ``target_logprobs`` (large vocabularies, :mod:`tmbench.models.judges`) computes the
+log-softmax in chunks of positions instead of materialising (B, T, V) logits. Any other judge
+goes through its ``token_logprobs``. Per-sample log-probabilities are cached on disk per judge
+identity, protocol, window, stride and text pair, so ``gen_ppl`` and coherence with the same
+judge share one forward per sample.
+
+Self-judging: ``meta["self_judged"]`` is True when the judge is the generator (same content
+hash; same name when either has no hash), so a table can mark the row.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from tmbench.cache import load_array, save_array
 import torch
 
+from tmbench.cache import load_array, save_array
 from tmbench.types import MetricContext, Sample
+
+PROTOCOL = 2  # bump when the scoring protocol changes, so cached scores are not reused
 
 
 def judge_from_ctx(ctx: MetricContext, name: str) -> Any:
@@ -48,10 +57,12 @@ def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window
                    stride: int, batch_tokens: int = 2048) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Per sample, the judge's log-probabilities (nats, float64) of the continuation tokens
     given the prompt; and the protocol for ``meta``."""
-    if not 1 <= stride < window:
-        raise ValueError(f"need 1 <= stride < window, got stride={stride}, window={window}")
+    pre = list(getattr(jm, "score_prefix", None) or [])
+    if not 1 <= stride < window - len(pre):
+        raise ValueError(f"need 1 <= stride < window{' - 1 (BOS)' if pre else ''}, got "
+                         f"stride={stride}, window={window}")
     human = ctx.model is None or bool(ctx.decode_info.get("human"))
-    ident = jm.identity() if hasattr(jm, "identity") else {"name": type(jm).__name__}
+    ident = judge_identity(jm)
     pairs = []
     for s in samples:
         prompt, cont = s.prompt_text, s.text
@@ -62,26 +73,45 @@ def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window
     out: list[np.ndarray | None] = [cache.get(p) for p in pairs]
     todo = [i for i, o in enumerate(out) if o is None]
     if todo:
-        for i, lp in zip(todo, _score_pairs(jm, [pairs[i] for i in todo], window, stride, batch_tokens)):
+        scored = _score_pairs(jm, [pairs[i] for i in todo], pre, window, stride, batch_tokens)
+        for i, lp in zip(todo, scored):
             out[i] = lp
             cache.put(pairs[i], lp)
     empty = sum(len(o) == 0 for o in out)
     if empty:
         ctx.notes.append(f"{empty} samples have an empty continuation; they get no judge score")
     gen = ctx.model.identity() if ctx.model is not None and hasattr(ctx.model, "identity") else None
-    if gen is not None and gen == ident:
+    self_judged = is_self_judged(ident, gen)
+    if self_judged:
         ctx.notes.append("the judge is the generator itself; its scores are not independent")
-    meta = {"judge": ident, "window": window, "stride": stride,
+    meta = {"judge": ident, "self_judged": self_judged, "window": window, "stride": stride,
             "retokenisation": "prompt_text and text re-encoded separately with the judge "
-                              "tokenizer, concatenated, no BOS; prompt tokens not scored"
+                              "tokenizer, concatenated, "
+                              + ("judge BOS before every window" if pre else "no BOS")
+                              + "; prompt tokens not scored"
                               + ("; one space put between prompt and reference (human row)"
                                  if human else ""),
             "n_tokens": int(sum(len(o) for o in out))}
     return out, meta  # type: ignore[return-value]
 
 
-def _score_pairs(jm: Any, pairs: list[tuple[str, str]], window: int, stride: int,
-                 batch_tokens: int) -> list[np.ndarray]:
+def judge_identity(jm: Any) -> dict[str, Any]:
+    return jm.identity() if hasattr(jm, "identity") else {"name": type(jm).__name__}
+
+
+def is_self_judged(judge: dict[str, Any], generator: dict[str, Any] | None) -> bool:
+    """Whether judge and generator are the same model: equal content hashes when both have
+    one, else equal names. ``generator`` is None for the human row."""
+    if not generator:
+        return False
+    a, b = judge.get("content_hash"), generator.get("content_hash")
+    if a and b:
+        return a == b
+    return judge.get("name") is not None and judge.get("name") == generator.get("name")
+
+
+def _score_pairs(jm: Any, pairs: list[tuple[str, str]], pre: list[int], window: int,
+                 stride: int, batch_tokens: int) -> list[np.ndarray]:
     tok = jm.tokenizer
     prefix = getattr(tok, "bos_token_id", None)
     if prefix is None:
@@ -89,19 +119,27 @@ def _score_pairs(jm: Any, pairs: list[tuple[str, str]], window: int, stride: int
     prefix = tok.eos_token_id if prefix is None else prefix
     jobs: list[tuple[int, list[int], int]] = []  # (pair index, input ids, scored tail length)
     for k, (prompt, cont) in enumerate(pairs):
-        p_ids = list(tok.encode(prompt)) or [prefix]
-        c_ids = list(tok.encode(cont))
-        seq, s = p_ids + c_ids, len(p_ids)
-        while s < len(seq):  # chunks of `stride` scored tokens with up to `window` tokens of input
-            e = min(s + stride, len(seq)) if len(seq) > window else len(seq)
-            lo = max(0, e - window)
-            jobs.append((k, seq[lo:e], e - s))
-            s = e
+        p_ids = list(tok.encode(prompt)) or ([] if pre else [prefix])
+        for ids, n in windows(p_ids, list(tok.encode(cont)), pre, window, stride):
+            jobs.append((k, ids, n))
     scores = token_logprobs_batched(jm, [j[1] for j in jobs], batch_tokens)
     parts: list[list[np.ndarray]] = [[] for _ in pairs]
     for (k, _, n), lp in zip(jobs, scores):
         parts[k].append(lp[len(lp) - n:])
     return [np.concatenate(p) if p else np.zeros(0) for p in parts]
+
+
+def windows(p_ids: list[int], c_ids: list[int], pre: list[int], window: int,
+            stride: int) -> list[tuple[list[int], int]]:
+    """Inputs of at most ``window`` tokens (``pre`` + a slice of prompt + continuation) and how
+    many of their last tokens are scored; together they score every continuation token once."""
+    body, room = p_ids + c_ids, window - len(pre)
+    out, s = [], len(p_ids)
+    while s < len(body):
+        e = min(s + stride, len(body)) if len(body) > room else len(body)
+        out.append((pre + body[max(0, e - room):e], e - s))
+        s = e
+    return out
 
 
 @torch.no_grad()
@@ -122,21 +160,25 @@ def token_logprobs_batched(jm: Any, seqs: list[list[int]], batch_tokens: int = 2
             mask[b, S - len(seqs[i]):] = 1
         ids, mask = ids.to(jm.device), mask.to(jm.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = jm.forward(ids, mask, pos, None)[0][:, :-1].float()  # (B, S-1, V)
-        tgt = logits.gather(-1, ids[:, 1:, None])[..., 0]  # (B, S-1)
-        lp = (tgt - torch.logsumexp(logits, -1)).double().cpu().numpy()
+        if hasattr(jm, "target_logprobs"):  # large vocabulary: log-softmax in chunks
+            lp = jm.target_logprobs(ids, mask, pos).double().cpu().numpy()  # (B, S-1)
+        else:
+            logits = jm.forward(ids, mask, pos, None)[0][:, :-1].float()  # (B, S-1, V)
+            tgt = logits.gather(-1, ids[:, 1:, None])[..., 0]  # (B, S-1)
+            lp = (tgt - torch.logsumexp(logits, -1)).double().cpu().numpy()
         for b, i in enumerate(chunk):
             out[i] = lp[b, S - len(seqs[i]):]
     return out
 
 
 class _Cache:
-    """Judge scores on disk: one .npy per (judge identity, window, stride, prompt, text)."""
+    """Judge scores on disk: one array per (judge identity, protocol, window, stride, prompt,
+    text)."""
 
     def __init__(self, cache_dir: str | None, ident: dict, window: int, stride: int):
         self.folder = None
         if cache_dir is not None and ident.get("content_hash"):
-            key = json.dumps([ident, window, stride], sort_keys=True, default=str)
+            key = json.dumps([ident, PROTOCOL, window, stride], sort_keys=True, default=str)
             self.folder = Path(cache_dir) / "judge" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def _path(self, pair: tuple[str, str]) -> Path:

