@@ -110,6 +110,13 @@ class TmbenchLM(TemplateLM):
         return {"model": ident, "max_length": self.max_length, "context_len": self.context_len,
                 "stride": self.max_length - self.context_len + 1, "prefix_token_id": self._prefix}
 
+    def get_model_info(self) -> dict[str, Any]:
+        """What lm-eval's ``simple_evaluate`` adds to the ``config`` of its results."""
+        ident = self.identity()
+        model = ident["model"]
+        return {"model_name": model.get("name"), "model_dtype": model.get("dtype"),
+                "model_sha": model.get("content_hash"), "tmbench_adapter": ident}
+
     # ---- scoring ---------------------------------------------------------------------------
     def _score(self, seq: list[int], n_cont: int, greedy: bool) -> tuple[float, bool]:
         """Sum of log p of the last ``n_cont`` tokens of ``seq`` and whether each is argmax

@@ -1,0 +1,316 @@
+"""Model specs: parsing, cheap validation, and loading tiny random models from local folders
+(a transformers Llama written by save_pretrained, tmbench AR and TM folders)."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from helpers import run_tmbench
+from tmbench.models.specs import (ModelSpec, load_model_spec, parse_model_spec,
+                                  validate_model_spec)
+from tmbench.registry import DECODERS
+
+EOS = "<|endoftext|>"
+SENTENCES = [
+    "The bank said profits rose sharply in the first quarter of the year.",
+    "Shares fell on Monday after the government announced new taxes.",
+    "The minister said the plan would help small firms and families.",
+    "Football fans waited for hours as the match was delayed by rain.",
+    "A new film about the band opened in cinemas across the country.",
+] * 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- tiny models on disk (also used by test_lm_eval_cli.py) -----------------------------------
+def tiny_bpe(vocab_size: int = 300):
+    """A byte-level BPE trained on a few sentences (tokenizers.Tokenizer), EOS special."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(SENTENCES, tr)
+    return tk
+
+
+def write_tiny_llama(folder):
+    """A random 2-layer Llama and its tokenizer, written with save_pretrained."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=tiny_bpe(), eos_token=EOS)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=64, eos_token_id=tok.eos_token_id,
+                      bos_token_id=None, pad_token_id=tok.eos_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def tiny_native(kind: str = "ar", seed: int = 0):
+    """A random tmbench model with the backbone and TM settings of configs/test.yaml."""
+    import yaml
+
+    from tmbench.data.tokenizers import BPETokenizer
+    from tmbench.models.shipped import build_backbone, build_model
+    from tmbench.train import CONFIG_DIR
+
+    cfg = yaml.safe_load((CONFIG_DIR / "test.yaml").read_text())
+    tok = BPETokenizer(tiny_bpe(), "tiny-bpe")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(kind, build_backbone(cfg["backbone"]), tok.vocab_size,
+                            cfg.get("tm"), tok, f"tiny-{kind}")
+    return model.eval()
+
+
+def write_tiny_native(folder, kind: str = "ar"):
+    from tmbench.models.shipped import save_model_dir
+
+    save_model_dir(tiny_native(kind), folder)
+    return folder
+
+
+def write_tiny_gguf(folder):
+    """The tiny Llama as a float32 GGUF file (llama.cpp tensor names, q/k rows permuted as
+    llama.cpp's converter does; transformers undoes it on loading)."""
+    import numpy as np
+
+    gguf = pytest.importorskip("gguf", reason="gguf is not installed")
+    from transformers import AutoModelForCausalLM
+
+    src = write_tiny_llama(folder / "llama")
+    m = AutoModelForCausalLM.from_pretrained(src).eval()
+    cfg = m.config
+    path = folder / "tiny.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(float(getattr(cfg, "rope_theta", None) or 10000.0))
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_vocab_size(cfg.vocab_size)
+    tj = json.loads((src / "tokenizer.json").read_text())
+    tokens = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t == EOS else 1 for t in tokens])  # 3 = control
+    w.add_token_merges([" ".join(x) if isinstance(x, list) else x for x in tj["model"]["merges"]])
+    w.add_eos_token_id(cfg.eos_token_id)
+
+    def permute(x, n_head):  # (out, in): interleave the two rotary halves of every head
+        half = x.shape[0] // n_head // 2
+        return x.reshape(n_head, 2, half, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    names = {"model.embed_tokens.weight": "token_embd.weight",
+             "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+    per_layer = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                 "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+                 "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+                 "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    for i in range(cfg.num_hidden_layers):
+        names |= {f"model.layers.{i}.{a}.weight": f"blk.{i}.{b}.weight"
+                  for a, b in per_layer.items()}
+    for k, v in m.state_dict().items():
+        v = v.float().numpy()
+        if "q_proj" in k:
+            v = permute(v, cfg.num_attention_heads)
+        if "k_proj" in k:
+            v = permute(v, cfg.num_key_value_heads)
+        w.add_tensor(names[k], np.ascontiguousarray(v))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, m
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return write_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+def sha16(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ---- parsing -----------------------------------------------------------------------------------
+def test_parse_forms_and_canonical_strings(tmp_path):
+    assert parse_model_spec("toy-random") == ModelSpec("registered", "toy-random")
+    s = parse_model_spec("hf:org/model[revision=abc,trust_remote_code=true]")
+    assert (s.kind, s.target) == ("hf", "org/model")
+    assert s.params == {"revision": "abc", "trust_remote_code": True}
+    assert str(s) == "hf:org/model[revision=abc,trust_remote_code=true]"
+    assert parse_model_spec(str(s)) == s
+    d = parse_model_spec({"name": "hf", "params": {"pretrained": "org/model", "revision": "abc",
+                                                    "trust_remote_code": True}})
+    assert d == s
+    assert parse_model_spec({"name": "toy-random", "params": {"dtype": "bfloat16"}}).params == \
+        {"dtype": "bfloat16"}
+    assert parse_model_spec("gguf:/x/m.gguf").kind == "gguf"
+    assert parse_model_spec("path:/x/run/final").kind == "path"
+    write_tiny_native(tmp_path / "ar")
+    assert parse_model_spec(str(tmp_path / "ar")) == ModelSpec("path", str(tmp_path / "ar"))
+    hf = write_tiny_llama(tmp_path / "hf")
+    assert parse_model_spec(str(hf) + "/").kind == "hf"  # a bare transformers folder
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("foo:bar", "unknown model spec kind 'foo'"),
+    ("toy-randum", "did you mean 'toy-random'"),
+    ("toy-randum", "hf:<hub name or local folder>"),
+    ("hf:", "nothing after 'hf:'"),
+    ("hf:x[revison=main]", "unknown option(s) ['revison']"),
+    ("hf:x[trust_remote_code=maybe]", "must be bool"),
+    ("hf:x[dtype=int8]", "dtype must be one of"),
+    ({"name": "hf", "params": {"revision": "main"}}, "needs params.pretrained"),
+    ({"name": "hf", "label": "x"}, "needs 'name'"),
+    ({"name": "path", "params": {"path": "/x", "dtype": 16}}, "must be str"),
+    ("", "non-empty string"),
+])
+def test_bad_specs_say_what_is_accepted(spec, needle):
+    with pytest.raises(ValueError) as e:
+        parse_model_spec(spec)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+# ---- validation --------------------------------------------------------------------------------
+def test_offline_hub_name_fails_at_validation_in_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError) as e:
+        validate_model_spec("hf:some-org/surely-not-cached-model")
+    msg = str(e.value)
+    assert "unreachable" in msg and "hf:/path/to/model" in msg and "\n" not in msg
+
+
+def test_failed_hub_lookup_fails_fast_in_one_line(monkeypatch):
+    import tmbench.models.specs as specs
+
+    def no_network(repo, revision):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(specs, "hub_offline", lambda: False)
+    monkeypatch.setattr(specs, "_hub_lookup", no_network)
+    with pytest.raises(ValueError, match="unreachable .ConnectionError.*local folder"):
+        validate_model_spec("hf:some-org/surely-not-cached-model")
+
+
+def test_validation_names_what_a_folder_lacks(tmp_path, llama_dir):
+    cases = {
+        "path:" + str(tmp_path / "nope"): "does not exist",
+        "hf:" + str(tmp_path / "nope"): "does not exist",
+        "gguf:" + str(tmp_path / "m.gguf"): "not an existing .gguf file",
+    }
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    cases["hf:" + str(empty)] = "no model.safetensors"
+    (empty / "pytorch_model.bin").write_bytes(b"x")
+    cases["hf:" + str(empty) + "[allow_pickle=false]"] = "allow_pickle: true"
+    run = tmp_path / "run"
+    write_tiny_native(run / "final")
+    (run / "config.json").write_text("{}")
+    cases["path:" + str(run)] = "training run folder"
+    cases["path:" + str(llama_dir)] = "use hf:<folder>"
+    for spec, needle in cases.items():
+        with pytest.raises(ValueError) as e:
+            validate_model_spec(spec)
+        assert needle in str(e.value) and "\n" not in str(e.value), (spec, str(e.value))
+    assert validate_model_spec("hf:" + str(llama_dir)).kind == "hf"
+
+
+# ---- loading -----------------------------------------------------------------------------------
+def test_hf_folder_loads_with_identity_and_greedy_decodes(llama_dir):
+    spec = f"hf:{llama_dir}"
+    m = load_model_spec(spec)
+    ident = m.identity()
+    assert ident["name"] == spec and ident["kind"] == "ar"
+    assert ident["content_hash"] == sha16(llama_dir / "model.safetensors")
+    prompt = m.tokenizer.encode("The bank said")
+    out = DECODERS.get("greedy")(m, [prompt], max_new_tokens=6,
+                                 generator=[torch.Generator().manual_seed(0)])
+    ref = m.model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                           eos_token_id=None)[0, len(prompt):].tolist()
+    assert out[0] == ref[:len(out[0])] and len(out[0]) > 0
+    bf = load_model_spec({"name": "hf", "params": {"pretrained": str(llama_dir),
+                                                   "dtype": "bfloat16"}})
+    assert bf.identity()["dtype"] == "bfloat16"
+    assert bf.identity()["name"] == spec + "[dtype=bfloat16]"
+
+
+def test_gguf_file_loads_with_identity_and_same_logits(tmp_path):
+    pytest.importorskip("accelerate", reason="accelerate is not installed")
+    path, ref = write_tiny_gguf(tmp_path)
+    m = load_model_spec(f"gguf:{path}")
+    assert m.identity()["name"] == f"gguf:{path}"
+    assert m.identity()["content_hash"] == sha16(path)
+    assert parse_model_spec(str(path)).kind == "gguf"  # a bare .gguf file
+    ids = m.tokenizer.encode("The bank said profits")
+    with torch.no_grad():
+        a, b = m.model(torch.tensor([ids])).logits, ref(torch.tensor([ids])).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ar", "tm"])
+def test_tmbench_folder_loads_as_path_or_bare_folder(tmp_path, kind):
+    folder = write_tiny_native(tmp_path / kind, kind)
+    for spec in (f"path:{folder}", str(folder)):
+        m = load_model_spec(spec)
+        ident = m.identity()
+        assert m.kind == kind and ident["name"] == f"path:{folder}"
+        assert ident["content_hash"] == sha16(folder / "model.safetensors")
+    ref = tiny_native(kind)
+    for a, b in zip(m.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_registered_names_keep_their_identity():
+    m = load_model_spec("toy-random")
+    assert m.identity()["name"] == "toy-random"
+    assert m.identity()["content_hash"] == "toy-seed0"
+
+
+# ---- end to end through the runner -------------------------------------------------------------
+SUITE = """name: specs
+version: 1
+dataset: {source: bbc, split: test, n_prompts: 2, prompt_len: 6, reference_len: 12}
+max_new_tokens: 4
+batch_size: 2
+models: [toy-random]
+decoders: [{name: greedy}]
+metrics: [{name: repetition, params: {}}]
+human_row: false
+"""
+
+
+@pytest.mark.xfail(strict=False, reason="runner wiring pending")
+def test_run_accepts_an_hf_folder_spec(tmp_path, llama_dir):
+    (tmp_path / "s.yaml").write_text(SUITE)
+    spec = f"hf:{llama_dir}"
+    r = run_tmbench(["run", "--suite", "s.yaml", "--model", spec, "--out", "res", "--json",
+                     "--no-progress"], cwd=tmp_path, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = list((tmp_path / "res").rglob("record.json"))
+    assert len(recs) == 1
+    model = json.loads(recs[0].read_text())["spec"]["model"]
+    assert model["name"] == spec and model["content_hash"] == sha16(llama_dir / "model.safetensors")
