@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from tmbench.faults import fault_point
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run key = hash of the resolved spec; metric_runs; decode_info
 
 
 def canonical(obj: Any) -> str:

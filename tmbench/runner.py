@@ -1,15 +1,20 @@
-"""The one evaluation loop: suite x model x decoder x seed x batch size -> samples -> metrics.
+"""The one evaluation loop, as stages: plan -> generate -> score -> record.
 
-Data flows one way: the suite gives prompts, a model and decoder turn them into samples, the
-metrics score them, and one record per run is written atomically. Completed runs are skipped;
-an interrupted run resumes from its last finished batch.
+- **plan** (:mod:`tmbench.plan`): every model, decoder setting, metric parameter and context
+  length is resolved and checked before the first token; nothing is written on a bad suite.
+- **generate**: one model x decoder x seed -> samples, batch by batch into a partial file (an
+  interrupted run resumes from its last finished batch). Memory back-off and torchrun sharding
+  wrap this stage.
+- **score**: the suite's metrics over the samples, each keyed by its resolved parameters. A
+  metric that raises is an error naming the metric and the run; only a missing optional
+  dependency skips it, and a later run that has the dependency completes the record.
+- **record**: one JSON record per run, written atomically, keyed by the hash of the run's own
+  resolved spec (what determines its tokens), not of the suite file. A completed run is skipped;
+  a metric added to the suite later scores the stored samples without generating again.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,15 +26,25 @@ from tmbench import __version__
 from tmbench.data.prompts import Prompt, load_documents, make_prompts, prompts_hash
 from tmbench.env import environment
 from tmbench.faults import fault_point
+from tmbench.memory import PeakMemory
 from tmbench.models.base import NonFiniteError
+from tmbench.plan import (MetricPlan, RunPlan, check_context, plan_runs, resolve_metrics,
+                          resolve_params)
 from tmbench.registry import DECODERS, METRICS, MODELS
 from tmbench.results import (SCHEMA_VERSION, CorruptRecord, RunLock, append_partial,
-                             atomic_write_text, canonical,
-                             read_partial, read_record, run_dir, run_key, write_record)
-from tmbench.suites import DecoderSpec, Suite
-from tmbench.types import DecodeOutput, MetricContext, Sample, Score
+                             atomic_write_text, canonical, read_partial, read_record, run_dir,
+                             run_key, write_record)
+from tmbench.suites import Suite
+from tmbench.types import DecodeOutput, MetricContext, Sample, Score, prompt_generator
+
+__all__ = ["Runner", "Summary", "MetricError", "resolve_params", "plan_runs", "dist_info",
+           "init_distributed"]
 
 HUMAN = "human"
+
+
+class MetricError(RuntimeError):
+    """A metric raised while scoring a run (not a missing optional dependency)."""
 
 
 # ---- data-parallel generation under torchrun ----------------------------------------------------
@@ -45,13 +60,14 @@ def dist_info() -> tuple[int, int]:
 
 def init_distributed(device: str) -> str:
     """Join the process group torchrun set up (gloo on CPU, nccl on GPU); return this rank's
-    device (cuda:LOCAL_RANK on GPU)."""
+    device (cuda:LOCAL_RANK on GPU). Training uses the same set-up."""
     import os
 
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
+        return device if not dist.is_initialized() or not device.startswith("cuda") else \
+            f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     gpu = device.startswith("cuda")
     dist.init_process_group("nccl" if gpu else "gloo")
     if gpu:
@@ -79,62 +95,48 @@ def _barrier() -> None:
         dist.barrier()
 
 
-# ---- decoder parameter schema ----------------------------------------------------------------
-
-def resolve_params(fn: Callable, params: dict[str, Any], label: str) -> dict[str, Any]:
-    """Check ``params`` against the decoder's keyword parameters; return them with defaults."""
-    sig = inspect.signature(fn)
-    schema = {n: p for n, p in sig.parameters.items()
-              if p.kind == p.KEYWORD_ONLY and n not in ("max_new_tokens", "generator")}
-    unknown = sorted(set(params) - set(schema))
-    if unknown:
-        accepted = ", ".join(f"{n}={p.default!r}" for n, p in schema.items()) or "(none)"
-        raise ValueError(f"decoder {label!r}: unknown parameter(s) {unknown}; accepted: {accepted}")
-    out = {}
-    for n, p in schema.items():
-        v = params.get(n, p.default)
-        if v is inspect.Parameter.empty:
-            raise ValueError(f"decoder {label!r}: parameter {n!r} is required")
-        out[n] = _check_type(label, n, v, p.default)
-    return out
-
-
-def _check_type(label: str, name: str, v: Any, default: Any) -> Any:
-    if default is inspect.Parameter.empty or default is None:
-        return v
-    if v is None:
-        raise ValueError(f"decoder {label!r}: parameter {name!r} must be "
-                         f"{type(default).__name__}, got null")
-    want = type(default)
-    if want is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if want in (tuple, list) and isinstance(v, (tuple, list)):
-        return tuple(v) if want is tuple else list(v)
-    if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-        raise ValueError(f"decoder {label!r}: parameter {name!r} must be {want.__name__}, "
-                         f"got {type(v).__name__} {v!r}")
-    if want is float and not math.isfinite(v):
-        raise ValueError(f"decoder {label!r}: parameter {name!r} must be finite, got {v!r}")
-    return v
-
-
-# ---- plan ----------------------------------------------------------------------------------------
+# ---- stage outputs -------------------------------------------------------------------------------
 
 @dataclass
-class RunPlan:
-    model: str
-    decoder: DecoderSpec
-    params: dict[str, Any]
-    seed: int
-    batch_size: int
+class Generated:
+    """What the generate stage hands to scoring."""
+
+    samples: list[Sample]
+    batches: list[dict]
+    memory_backoff: list[dict]
+    peak_memory: dict[str, Any]
+
+
+@dataclass
+class Scored:
+    metrics: dict[str, dict]  # metric key -> {value, per_sample, meta, metric, metric_id, ...}
+    metric_runs: dict[str, dict]  # metric id -> {name, params, status, reason?, scoring_s}
+    notes: list[str]
+    judges: dict[str, dict]
 
 
 @dataclass
 class Summary:
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    rescored: list[Path] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
-    incompatible: list[str] = field(default_factory=list)
+
+
+# ---- the spec and its key ------------------------------------------------------------------------
+
+def key_part(spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run spec that determines its tokens (what the run key hashes): prompts,
+    model identity, decoder name and resolved params, seed, max_new_tokens, dtype, device type,
+    and the batch size only where it is measured (throughput). Not the suite file, the label,
+    or the tmbench version."""
+    dec = spec["decoder"]
+    out = {k: spec[k] for k in ("prompts", "model", "seed", "max_new_tokens", "dtype",
+                                "device_type")}
+    out["decoder"] = {"name": dec["name"], "params": dec["params"]}
+    if spec.get("timed"):
+        out["batch_size"] = spec["batch_size"]
+    return out
 
 
 def build_prompts(suite: Suite, limit: int | None, load_model: Callable) -> list[Prompt]:
@@ -146,38 +148,11 @@ def build_prompts(suite: Suite, limit: int | None, load_model: Callable) -> list
                         tokenizer=tok)
 
 
-def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None,
-              seeds: list[int] | None) -> list[RunPlan]:
-    """Validate names and parameters up front, before anything is loaded or written."""
-    model_names = models or list(suite.models)
-    for m in model_names:
-        MODELS.get(m)  # raises with known names and the closest match
-    specs = list(suite.decoders)
-    if decoders:
-        by = {d.label: d for d in specs} | {d.name: d for d in specs}
-        chosen = []
-        for name in decoders:
-            if name in by:
-                chosen.append(by[name])
-            else:  # a registered decoder not in the suite: run it with its defaults
-                DECODERS.get(name)
-                chosen.append(DecoderSpec(name, name, {}))
-        specs = chosen
-    for m in suite.metrics:
-        METRICS.get(m.name)
-    plans = []
-    for m in model_names:
-        for d in specs:
-            params = resolve_params(DECODERS.get(d.name), d.params, d.label)
-            for s in (seeds or d.seeds or suite.seeds):
-                for bs in suite.batch_sizes:
-                    plans.append(RunPlan(m, d, params, s, bs))
-    return plans
-
-
 # ---- the loop ----------------------------------------------------------------------------------
 
 class Runner:
+    """Holds what lives across runs of one suite: loaded models and per-model scores."""
+
     def __init__(self, suite: Suite, out_dir: Path, *, device: str = "cpu", dtype: str = "float32",
                  limit: int | None = None, progress: bool = True, log: Callable = print):
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -189,6 +164,7 @@ class Runner:
         self._models: dict[str, Any] = {}
         self._per_model: dict[tuple, dict] = {}
         self._env = environment(device)
+        self.timed = "throughput" in {m.name for m in suite.metrics}
 
     def load_model(self, name: str) -> Any:
         if name not in self._models:
@@ -196,105 +172,158 @@ class Runner:
             self._models[name] = MODELS.get(name)(device=self.device, dtype=self.dtype)
         return self._models[name]
 
-    def run(self, models=None, decoders=None, seeds=None) -> Summary:
-        plans = plan_runs(self.suite, models, decoders, seeds)
+    # -- plan --
+    def plan(self, models=None, decoders=None, seeds=None):
+        """Every check before any work: names, decoder and metric parameters, models load,
+        the context of every model fits prompt + max_new_tokens. Returns (runs, metrics,
+        prompts); raises ValueError on the first problem."""
+        plans = plan_runs(self.suite, models, decoders, seeds, log=self.log)
+        metrics = resolve_metrics(self.suite.metrics)
         prompts = build_prompts(self.suite, self.limit, self.load_model)
+        for plan in plans:
+            fn = DECODERS.get(plan.decoder.name)
+            model = self._load_checked(plan.model)
+            kind = getattr(fn, "model_kind", "ar")
+            if kind != getattr(model, "kind", "ar"):
+                continue  # e.g. maturation on an AR model: not a combination a suite runs
+            longest = max(len(model.tokenizer.encode(p.text)) for p in prompts)
+            check_context(model, plan.model, plan.decoder.label, longest,
+                          self.suite.max_new_tokens, plan.params)
+        plans = [p for p in plans if getattr(DECODERS.get(p.decoder.name), "model_kind", "ar")
+                 == getattr(self.load_model(p.model), "kind", "ar")]
+        return plans, metrics, prompts
+
+    def _load_checked(self, name: str):
+        try:
+            return self.load_model(name)
+        except ValueError as e:
+            raise ValueError(f"model {name!r} does not load: {e}") from None
+
+    def run(self, models=None, decoders=None, seeds=None) -> Summary:
+        plans, metrics, prompts = self.plan(models, decoders, seeds)
         summary = Summary()
         if self.suite.human_row and not decoders and not models and dist_info()[0] == 0:
-            self._run_human(prompts, summary)
+            self._run_human(prompts, metrics, summary)
         for plan in plans:
-            self._run_one(plan, prompts, summary)
+            self._run_one(plan, prompts, metrics, summary)
         return summary
 
-    # -- spec and key --
-    def _spec(self, model_id: dict, decoder: dict, seed: int, batch_size: int, prompts) -> dict:
+    # -- spec --
+    def _spec(self, model_id: dict, plan: RunPlan | None, prompts) -> dict:
         s = self.suite
+        if plan is None:
+            decoder = {"name": "reference", "label": "reference", "params": {}, "defaults": {},
+                       "source": "builtin"}
+        else:
+            decoder = {"name": plan.decoder.name, "label": plan.decoder.label,
+                       "params": plan.params, "defaults": plan.defaults,
+                       "source": DECODERS.source(plan.decoder.name)}
         return {
-            "suite": {"name": s.name, "version": s.version, "content_hash": s.content_hash},
+            "suite": {"name": s.name, "version": s.version},
             "prompts": {"hash": prompts_hash(prompts), "n": len(prompts),
                         "samples_per_prompt": s.samples_per_prompt},
-            "model": model_id, "decoder": decoder, "seed": seed,
-            "max_new_tokens": s.max_new_tokens, "batch_size": batch_size,
-            "dtype": self.dtype, "device_type": self.device.split(":")[0],
-            "tmbench": __version__,
+            "model": model_id, "decoder": decoder, "seed": 0 if plan is None else plan.seed,
+            "max_new_tokens": s.max_new_tokens, "batch_size": 0 if plan is None else plan.batch_size,
+            "timed": self.timed and plan is not None,
+            "dtype": self.dtype, "device_type": self.device.split(":")[0], "tmbench": __version__,
         }
 
-    def _existing(self, folder: Path) -> bool:
+    def _existing(self, folder: Path) -> dict | None:
         path = folder / "record.json"
         if not path.exists():
-            return False
+            return None
         try:
-            read_record(path)
-            return True
+            return read_record(path)
         except CorruptRecord as e:
             self.log(f"warning: {e}; regenerating it")
-            return False
+            return None
 
     # -- one model x decoder x seed x batch size --
-    def _run_one(self, plan: RunPlan, prompts: list[Prompt], summary: Summary) -> None:
+    def _run_one(self, plan: RunPlan, prompts, metrics: list[MetricPlan], summary: Summary) -> None:
         fn = DECODERS.get(plan.decoder.name)
         model = self.load_model(plan.model)
-        kind = getattr(fn, "model_kind", "ar")
-        if kind != getattr(model, "kind", "ar"):
-            summary.incompatible.append(f"{plan.model}/{plan.decoder.label}")
-            return
-        decoder = {"name": plan.decoder.name, "label": plan.decoder.label, "params": plan.params,
-                   "source": DECODERS.source(plan.decoder.name)}
-        spec = self._spec(model.identity(), decoder, plan.seed, plan.batch_size, prompts)
-        key = run_key(spec)
+        spec = self._spec(model.identity(), plan, prompts)
+        key = run_key(key_part(spec))
         folder = run_dir(self.out, self.suite.name, self.suite.version, key)
+        what = f"{plan.model}/{plan.decoder.label} seed {plan.seed}"
         rank, world = dist_info()
         if world > 1:
-            self._run_sharded(plan, fn, model, spec, key, folder, prompts, summary, rank, world)
+            self._run_sharded(plan, fn, model, spec, key, folder, prompts, metrics, summary)
             return
-        if self._existing(folder):
+        with RunLock(folder) as lock:
+            if not lock.acquire():
+                self.log(f"run {what} is being generated by another process ({lock.path}); "
+                         "skipping it")
+                summary.busy.append(str(folder))
+                return
+            rec = self._existing(folder)
+            if rec is not None:
+                self._complete(rec, folder, model, metrics, summary, what)
+                return
+            gen = self.generate(model, fn, plan, prompts, folder)
+            self._finish(spec, key, folder, model, gen, metrics, plan, summary, what)
+
+    def _finish(self, spec, key, folder, model, gen: Generated, metrics, plan, summary, what,
+                world: int = 1) -> None:
+        fault_point("scoring")
+        scored = self.score(gen.samples, model, self._decode_info(plan, gen, spec), metrics, what)
+        record = self.record(spec, key, gen, scored)
+        if world > 1:
+            record["timings"]["world_size"] = world
+        write_record(folder / "record.json", record)
+        for f in folder.glob("partial*.jsonl"):
+            f.unlink()
+        summary.done.append(folder)
+        self.log(f"wrote {folder / 'record.json'}")
+
+    def _complete(self, rec: dict, folder: Path, model, metrics: list[MetricPlan],
+                  summary: Summary, what: str) -> None:
+        """A finished run: score metrics it lacks (or skipped for a missing dependency) on its
+        stored samples, without generating again."""
+        done = rec.get("metric_runs", {})
+        todo = [m for m in metrics if done.get(m.id, {}).get("status") != "ok"]
+        if not todo:
             summary.skipped.append(folder)
             return
-        lock = RunLock(folder)
-        if not lock.acquire():
-            self.log(f"run {plan.model}/{plan.decoder.label} seed {plan.seed} is being generated "
-                     f"by another process ({lock.path}); skipping it")
-            summary.busy.append(str(folder))
-            return
-        try:
-            if self._existing(folder):  # finished by another process while we waited
-                summary.skipped.append(folder)
-                return
-            samples, gen_info = self._generate(model, fn, plan, prompts, folder)
-            record = self._score_and_record(spec, key, model, samples, gen_info, plan)
-            write_record(folder / "record.json", record)
-            for f in folder.glob("partial*.jsonl"):
-                f.unlink()
-            summary.done.append(folder)
-            self.log(f"wrote {folder / 'record.json'}")
-        finally:
-            lock.release()
+        samples = [Sample(**s) for s in rec["samples"]]
+        info = rec.get("decode_info", {})
+        scored = self.score(samples, model, info, todo, what)
+        rec = {k: v for k, v in rec.items() if k != "record_hash"}
+        for k in [k for k, v in rec["metrics"].items() if v.get("metric_id") in scored.metric_runs]:
+            del rec["metrics"][k]  # a metric rescored replaces its old values
+        rec["metrics"].update(scored.metrics)
+        rec["metric_runs"] = {**done, **scored.metric_runs}
+        rec["notes"] = rec.get("notes", []) + scored.notes
+        rec["judges"] = {**rec.get("judges", {}), **scored.judges}
+        rec["timings"]["scoring_s"] = rec["timings"].get("scoring_s", 0.0) + sum(
+            m.get("scoring_s", 0.0) for m in scored.metric_runs.values())
+        write_record(folder / "record.json", rec)
+        summary.rescored.append(folder)
+        self.log(f"scored {', '.join(m.id for m in todo)} on the stored samples of {what}")
 
-    def _run_sharded(self, plan, fn, model, spec, key, folder, prompts, summary, rank, world):
+    def _run_sharded(self, plan, fn, model, spec, key, folder, prompts, metrics, summary):
         """Batches are dealt round-robin to ranks; each rank appends to its own partial file
-        (so resume works per shard); rank 0 gathers, scores and writes the record. Per-batch
+        (so resume works per shard); rank 0 gathers, scores and writes the record. Per-prompt
         generators make the tokens identical to a single-process run."""
-        exists = _broadcast(self._existing(folder) if rank == 0 else None)
+        rank, world = dist_info()
+        exists = _broadcast(self._existing(folder) is not None if rank == 0 else None)
         if exists:
             summary.skipped.append(folder)
             return
-        samples, gen_info = self._generate(model, fn, plan, prompts, folder, shard=(rank, world))
+        self.generate(model, fn, plan, prompts, folder, shard=(rank, world))
         _barrier()
         if rank == 0:
-            samples, gen_info = self._generate(model, fn, plan, prompts, folder, shard=None)
-            record = self._score_and_record(spec, key, model, samples, gen_info, plan)
-            record["timings"]["world_size"] = world
-            write_record(folder / "record.json", record)
-            for f in folder.glob("partial*.jsonl"):
-                f.unlink()
-            summary.done.append(folder)
-            self.log(f"wrote {folder / 'record.json'}")
+            gen = self.generate(model, fn, plan, prompts, folder)
+            what = f"{plan.model}/{plan.decoder.label} seed {plan.seed}"
+            self._finish(spec, key, folder, model, gen, metrics, plan, summary, what, world)
         _barrier()
 
+    # -- generate --
     def _items(self, prompts: list[Prompt]) -> list[Prompt]:
         return [p for p in prompts for _ in range(self.suite.samples_per_prompt)]
 
-    def _generate(self, model, fn, plan: RunPlan, prompts, folder: Path, shard=None):
+    def generate(self, model, fn, plan: RunPlan, prompts, folder: Path,
+                 shard: tuple[int, int] | None = None) -> Generated | None:
         """Generate every batch not already in a partial file. ``shard=(rank, world)``: only
         this rank's batches, then return None (rank 0 collects afterwards with shard=None)."""
         from tqdm.auto import tqdm
@@ -310,33 +339,31 @@ class Runner:
             if f == partial or not shard:
                 atomic_write_text(f, "".join(canonical(b) + "\n" for b in good.values()))
             done.update(good)
-        timing = "throughput" in {m.name for m in self.suite.metrics}
         starts = list(range(0, len(items), bs))
         if shard:
             starts = [s for i, s in enumerate(starts) if i % shard[1] == shard[0]]
         bar = tqdm(starts, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
                    disable=not self.progress, unit="batch", leave=False)
-        if timing and len(done) < len(starts):  # warm-up: allocator, kernels, caches
-            self._decode(model, fn, plan, ids[:bs], 0, min(4, self.suite.max_new_tokens))
         backoffs: list[dict] = []
-        for start in bar:
-            if start in done:
-                continue
-            batch_ids = ids[start:start + bs]
-            t_first = None
-            if timing:
-                t_first = self._decode(model, fn, plan, batch_ids, start, 1)[1]
-            out, wall = self._decode_backoff(model, fn, plan, batch_ids, start, backoffs)
-            per_sample = {k: v for k, v in out.info.items()
-                          if isinstance(v, list) and len(v) == len(batch_ids)}
-            batch_info = {k: v for k, v in out.info.items() if k not in per_sample}
-            batch = {"start": start, "tokens": out.tokens, "wall_s": wall, "ttft_s": t_first,
-                     "info": per_sample, "batch_info": batch_info}
-            append_partial(partial, batch)
-            fault_point("batch")
-            done[start] = batch
+        with PeakMemory(self.device) as peak:
+            if self.timed and len(done) < len(starts):  # warm-up: allocator, kernels, caches
+                self._decode(model, fn, plan, ids[:bs], 0, min(4, self.suite.max_new_tokens))
+            for start in bar:
+                if start in done:
+                    continue
+                batch_ids = ids[start:start + bs]
+                t_first = self._decode(model, fn, plan, batch_ids, start, 1)[1] if self.timed else None
+                out, wall = self._decode_backoff(model, fn, plan, batch_ids, start, backoffs)
+                per_sample = {k: v for k, v in out.info.items()
+                              if isinstance(v, list) and len(v) == len(batch_ids)}
+                batch_info = {k: v for k, v in out.info.items() if k not in per_sample}
+                batch = {"start": start, "tokens": out.tokens, "wall_s": wall, "ttft_s": t_first,
+                         "info": per_sample, "batch_info": batch_info}
+                append_partial(partial, batch)
+                fault_point("batch")
+                done[start] = batch
         if shard:
-            return None, None
+            return None
         samples, batches = [], []
         for start in starts:
             b = done[start]
@@ -352,7 +379,7 @@ class Runner:
                     token_ids=toks, reference_text=p.reference,
                     info={k: v[j] for k, v in b["info"].items()},
                 ))
-        return samples, {"batches": batches, "memory_backoff": backoffs}
+        return Generated(samples, batches, backoffs, peak.result())
 
     def _decode_backoff(self, model, fn, plan, batch_ids, start, backoffs):
         """Decode a batch; when it runs out of memory, split it in halves (recorded) and retry."""
@@ -376,8 +403,7 @@ class Runner:
     def _decode(self, model, fn, plan: RunPlan, batch_ids, start: int, max_new: int):
         # One generator per prompt, seeded from (run seed, prompt position): a prompt's tokens
         # do not depend on the batch it lands in (batch size, sharding, memory back-off).
-        gen = [torch.Generator().manual_seed(plan.seed * 1_000_003 + start + j)
-               for j in range(len(batch_ids))]
+        gen = [prompt_generator(plan.seed, start + j) for j in range(len(batch_ids))]
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -398,64 +424,88 @@ class Runner:
         out.tokens = [list(map(int, t)) for t in out.tokens]
         return out, wall
 
-    # -- scoring --
-    def _score(self, samples, model, decode_info) -> tuple[dict, dict, list, dict]:
-        metrics, skipped, notes, judges = {}, {}, [], {}
+    # -- score --
+    def _decode_info(self, plan: RunPlan, gen: Generated, spec: dict) -> dict:
+        return {"params": plan.params, "decoder": plan.decoder.name, "seed": plan.seed,
+                "timing": {"batches": gen.batches, "memory_backoff": gen.memory_backoff,
+                           "fingerprint": self._env["fingerprint"],
+                           "peak_memory": gen.peak_memory},
+                "max_new_tokens": self.suite.max_new_tokens}
+
+    def score(self, samples: list[Sample], model, decode_info: dict, metrics: list[MetricPlan],
+              what: str) -> Scored:
+        out = Scored({}, {}, [], {})
 
         def load(name):
             m = self.load_model(name)
-            judges[name] = m.identity() if hasattr(m, "identity") else {"name": name}
+            out.judges[name] = m.identity() if hasattr(m, "identity") else {"name": name}
             return m
 
-        for m in self.suite.metrics:
+        for m in metrics:
             fn = METRICS.get(m.name)
-            # Metrics of the model alone (held-out perplexity) are computed once per model.
+            t0 = time.perf_counter()
+            # metrics of the model alone (held-out perplexity) are computed once per model
             cache_key = None
-            if getattr(fn, "per_model", False) and model is not None:
-                cache_key = (m.name, canonical(m.params), canonical(model.identity()))
+            if getattr(fn, "per_model", False):
+                if model is None:
+                    out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
+                                             "scoring_s": 0.0, "note": "not defined without a model"}
+                    continue
+                cache_key = (m.id, canonical(model.identity()))
             if cache_key in self._per_model:
-                metrics.update(self._per_model[cache_key])
-                continue
-            if getattr(fn, "per_model", False) and model is None:
-                continue
-            ctx = MetricContext(model=model, tokenizer=getattr(model, "tokenizer", None),
-                                load_model=load, device=self.device,
-                                cache_dir=str(self.out / ".cache"), decode_info=decode_info)
-            try:
-                scores: dict[str, Score] = fn(samples, ctx=ctx, **m.params)
-            except (ImportError, ValueError) as e:
-                skipped[m.name] = f"{type(e).__name__}: {e}"
-                self.log(f"warning: metric {m.name} skipped: {e}")
-                continue
-            notes.extend(f"{m.name}: {n}" for n in ctx.notes)
-            got = {k: {"value": s.value, "per_sample": s.per_sample,
-                       "higher_is_better": s.higher_is_better, "meta": s.meta, "metric": m.name}
-                   for k, s in scores.items()}
-            metrics.update(got)
-            if cache_key is not None:
-                self._per_model[cache_key] = got
-        return metrics, skipped, notes, judges
+                got, judges = self._per_model[cache_key]
+                out.judges.update(judges)
+            else:
+                ctx = MetricContext(model=model, tokenizer=getattr(model, "tokenizer", None),
+                                    load_model=load, device=self.device,
+                                    cache_dir=str(self.out / ".cache"), decode_info=decode_info)
+                before = dict(out.judges)
+                try:
+                    scores: dict[str, Score] = fn(samples, ctx=ctx, **m.params)
+                except ImportError as e:  # an optional dependency: skip, complete later
+                    out.metric_runs[m.id] = {"name": m.name, "params": m.params,
+                                             "status": "skipped", "reason": f"{type(e).__name__}: {e}"}
+                    self.log(f"warning: metric {m.name} skipped on {what} (missing optional "
+                             f"dependency: {e}); a later run with it installed completes the record")
+                    continue
+                except Exception as e:  # noqa: BLE001 - re-raised with the metric and run named
+                    raise MetricError(f"metric {m.id} failed on run {what}: "
+                                      f"{type(e).__name__}: {e}") from e
+                out.notes.extend(f"{m.name}: {n}" for n in ctx.notes)
+                got = {k: {"value": s.value, "per_sample": s.per_sample,
+                           "higher_is_better": s.higher_is_better, "meta": s.meta,
+                           "metric": m.name, "metric_id": m.id} for k, s in scores.items()}
+                if cache_key is not None:
+                    judges = {k: v for k, v in out.judges.items() if k not in before}
+                    self._per_model[cache_key] = (got, judges)
+            out.metrics.update(got)
+            out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
+                                     "scoring_s": round(time.perf_counter() - t0, 4)}
+        return out
 
-    def _score_and_record(self, spec, key, model, samples, gen_info, plan: RunPlan) -> dict:
-        decode_info = {"params": plan.params, "decoder": plan.decoder.name,
-                       "timing": gen_info | {"fingerprint": self._env["fingerprint"],
-                                             "peak_memory": _peak_memory(self.device)},
-                       "max_new_tokens": self.suite.max_new_tokens}
-        fault_point("scoring")
-        t0 = time.perf_counter()
-        metrics, skipped, notes, judges = self._score(samples, model, decode_info)
-        return self._record(spec, key, samples, metrics, skipped, notes, judges,
-                            {"generation_s": sum(b["wall_s"] for b in gen_info["batches"]),
-                             "scoring_s": time.perf_counter() - t0, **gen_info})
-
-    def _record(self, spec, key, samples, metrics, skipped, notes, judges, timings) -> dict:
+    # -- record --
+    def record(self, spec: dict, key: str, gen: Generated, scored: Scored,
+               decode_info: dict | None = None) -> dict:
+        timings = {"generation_s": sum(b["wall_s"] for b in gen.batches),
+                   "scoring_s": sum(m.get("scoring_s", 0.0) for m in scored.metric_runs.values()),
+                   "batches": gen.batches, "memory_backoff": gen.memory_backoff,
+                   "peak_memory": gen.peak_memory}
+        info = decode_info or {"params": spec["decoder"]["params"], "decoder": spec["decoder"]["name"],
+                               "seed": spec["seed"], "max_new_tokens": spec["max_new_tokens"],
+                               "timing": {"batches": gen.batches,
+                                          "memory_backoff": gen.memory_backoff,
+                                          "fingerprint": self._env["fingerprint"],
+                                          "peak_memory": gen.peak_memory}}
         return {
             "schema_version": SCHEMA_VERSION, "key": key, "spec": spec,
             "row": {"model": spec["model"]["name"], "decoder": spec["decoder"]["label"]},
             "protocol": self._protocol(), "environment": self._env,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "timings": timings, "metrics": metrics, "skipped_metrics": skipped,
-            "notes": notes, "judges": judges, "samples": [asdict(s) for s in samples],
+            "timings": timings, "metrics": scored.metrics, "metric_runs": scored.metric_runs,
+            "skipped_metrics": {v["name"]: v["reason"] for v in scored.metric_runs.values()
+                                if v["status"] == "skipped"},
+            "notes": scored.notes, "judges": scored.judges, "decode_info": info,
+            "samples": [asdict(s) for s in gen.samples],
         }
 
     def _protocol(self) -> dict:
@@ -464,36 +514,40 @@ class Runner:
         return {
             "prompts": {"source": ds.get("source", "bbc"), "split": ds.get("split"),
                         "length": ds["prompt_len"], "unit": ds.get("prompt_unit", "word"),
+                        "per_article": ds.get("per_article", 1),
                         "selection": "first n_prompts documents in content-hash order long enough "
-                                     "for prompt + half the reference; article body after the headline"},
+                                     "for prompt + half the reference; article body after the "
+                                     "headline (several paragraph starts per article when "
+                                     "per_article > 1)"},
             "continuation": {"max_new_tokens": self.suite.max_new_tokens,
                              "eos": "generation stops at EOS; EOS is kept in token_ids, not in text"},
-            "rng": "one torch.Generator per prompt, seeded with seed * 1000003 + prompt position",
-            "metrics": [{"name": m.name, "params": m.params} for m in self.suite.metrics],
+            "rng": "one torch.Generator per prompt, seeded with seed * 1000003 + prompt position; "
+                   "sampling decoders share these streams (common random numbers)",
+            "context": "prompt + max_new_tokens (+ the maturation tail) must fit every model's "
+                       "context; checked at plan time, no sliding window",
         }
 
     # -- human reference row --
-    def _run_human(self, prompts: list[Prompt], summary: Summary) -> None:
-        decoder = {"name": "reference", "label": "reference", "params": {}}
-        spec = self._spec({"name": HUMAN, "kind": HUMAN}, decoder, 0, 0, prompts)
-        key = run_key(spec)
+    def _run_human(self, prompts: list[Prompt], metrics: list[MetricPlan], summary: Summary) -> None:
+        spec = self._spec({"name": HUMAN, "kind": HUMAN}, None, prompts)
+        key = run_key(key_part(spec))
         folder = run_dir(self.out, self.suite.name, self.suite.version, key)
-        if self._existing(folder):
-            summary.skipped.append(folder)
-            return
-        tok = None
-        if self.suite.dataset.get("tokenizer"):
-            tok = self.load_model(self.suite.dataset["tokenizer"]).tokenizer
-        samples = [Sample(p.index, 0, p.text, tok.encode(p.text) if tok else [], p.reference,
-                          tok.encode(p.reference) if tok else [], p.reference) for p in prompts]
         with RunLock(folder) as lock:
             if not lock.acquire():
                 summary.busy.append(str(folder))
                 return
-            t0 = time.perf_counter()
-            metrics, skipped, notes, judges = self._score(samples, None, {"human": True})
-            rec = self._record(spec, key, samples, metrics, skipped, notes, judges,
-                               {"scoring_s": time.perf_counter() - t0})
+            rec = self._existing(folder)
+            if rec is not None:
+                self._complete(rec, folder, None, metrics, summary, "human")
+                return
+            tok = None
+            if self.suite.dataset.get("tokenizer"):
+                tok = self.load_model(self.suite.dataset["tokenizer"]).tokenizer
+            samples = [Sample(p.index, 0, p.text, tok.encode(p.text) if tok else [], p.reference,
+                              tok.encode(p.reference) if tok else [], p.reference) for p in prompts]
+            gen = Generated(samples, [], [], {})
+            scored = self.score(samples, None, {"human": True}, metrics, "human")
+            rec = self.record(spec, key, gen, scored, decode_info={"human": True})
             write_record(folder / "record.json", rec)
         summary.done.append(folder)
 
@@ -503,15 +557,11 @@ def _strip_eos(toks: list[int], eos: int | None) -> list[int]:
 
 
 def _autocast(device: str, dtype: str):
-    if device.startswith("cuda") and dtype == "bfloat16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bfloat16 autocast on CUDA, and on CPUs with native bfloat16 (AVX512-BF16 / AMX)."""
     import contextlib
 
-    return contextlib.nullcontext()
-
-
-def _peak_memory(device: str) -> dict[str, Any]:
+    if dtype != "bfloat16":
+        return contextlib.nullcontext()
     if device.startswith("cuda"):
-        return {"kind": "cuda_max_allocated_bytes", "bytes": torch.cuda.max_memory_allocated()}
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"kind": "process_peak_rss_bytes", "bytes": rss_kb * 1024}
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

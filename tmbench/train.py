@@ -81,6 +81,10 @@ class TrainConfig:
     backbone: dict = field(default_factory=lambda: {"kind": "gpt", "n_layer": 4, "n_head": 4,
                                                     "n_embd": 256, "block_size": 128})
     tm: dict = field(default_factory=dict)  # TMConfig fields (readout, film, radius, ...)
+    # LoRA adapters (peft) over a frozen pretrained backbone: {kind: lora, r, lora_alpha,
+    # target_modules, seed}; with it, the result is saved as a small delta over its base
+    adapter: dict | None = None
+    autocast: str | None = None  # bfloat16: autocast on the training device (CPU or CUDA)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval_every: int = 100
@@ -110,6 +114,15 @@ def config_from_dict(d: dict) -> TrainConfig:
     neg = cfg.objective.negatives
     if neg != "all" and not (isinstance(neg, int) and neg > 0):
         raise ValueError(f"objective.negatives must be 'all' or a positive integer, got {neg!r}")
+    if cfg.autocast not in (None, "bfloat16", "float16"):
+        raise ValueError(f"autocast must be bfloat16, float16 or null, got {cfg.autocast!r}")
+    if cfg.adapter is not None:
+        from tmbench.models.delta import BASES, check_adapter
+
+        check_adapter(cfg.adapter)
+        if cfg.init_from not in BASES:
+            raise ValueError(f"an adapter needs init_from one of {', '.join(BASES)} (the base "
+                             f"the delta applies to), got {cfg.init_from!r}")
     if cfg.objective.weighting not in ("uniform", "one_minus_alpha"):
         raise ValueError("objective.weighting must be uniform or one_minus_alpha, "
                          f"got {cfg.objective.weighting!r}")
@@ -243,13 +256,14 @@ def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: 
     if obj.stop_grad:
         target = target.detach()
     mse = ((pred - target) ** 2).sum(-1) / R**2  # (B, P)
-    pn = F.normalize(pred, dim=-1)
     if obj.negatives == "all":  # InfoNCE over the vocabulary = CE of the induced distribution
-        logits = model.logit_scale * pn @ F.normalize(model.emb.float(), dim=-1).T  # (B, P, V)
+        logits = model.induced_logits(pred)  # (B, P, V)
         nce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(mse)
     else:  # N uniform negatives shared by the batch, the positive masked out
         neg = torch.randint(0, model.vocab_size, (int(obj.negatives),), generator=gen).to(dev)
-        en = F.normalize(model.emb.float(), dim=-1)
+        tied = model.config.geometry == "tied"  # inner products instead of cosines
+        pn = pred if tied else F.normalize(pred, dim=-1)
+        en = model.emb.float() if tied else F.normalize(model.emb.float(), dim=-1)
         pos_l = model.logit_scale * (pn * en[tgt]).sum(-1, keepdim=True)  # (B, P, 1)
         neg_l = model.logit_scale * pn @ en[neg].T  # (B, P, N)
         neg_l = neg_l.masked_fill(neg[None, None] == tgt[..., None], float("-inf"))
@@ -292,12 +306,18 @@ def build_for_training(cfg: TrainConfig, tokenizer=None):
             return src.train(), tok
         if src is not None and src.kind == "tm":
             raise ValueError("init_from a TM model works only for kind 'tm'")
+        tm = dict(cfg.tm)
+        tied = tm.get("geometry") == "tied"
+        if tied and cfg.kind == "tm" and tm.get("radius") is None:
+            tm["radius"] = round(float(E.norm(dim=-1).mean()), 4)  # embryo noise scale
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = build_model(cfg.kind, backbone, E.shape[0], cfg.tm, tok, cfg.name)
+            model = build_model(cfg.kind, backbone, E.shape[0], tm, tok, cfg.name)
         with torch.no_grad():
             if cfg.kind == "ar":
                 model.wte.copy_(E)
+            elif tied:  # the AR parent's own embeddings, as they are (DESIGN 3.3, third round)
+                model.emb.copy_(E)
             else:  # DESIGN 3.3 "init that worked"
                 model.emb.copy_(E)
                 model.renorm_()
@@ -410,7 +430,14 @@ def _save(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
 
     tmp = out / ".ckpt.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model_dir(model, tmp / "model")
+    if cfg.adapter is not None:  # the frozen base is rebuilt from its file on resume
+        from tmbench.models.delta import trainable_state
+
+        (tmp / "model").mkdir(parents=True)
+        checkpoint.save_tensors({k: v.contiguous() for k, v in trainable_state(model).items()},
+                                tmp / "model" / "model.safetensors")
+    else:
+        save_model_dir(model, tmp / "model")
     tensors, rest = checkpoint.optimizer_to_tensors(optimizer)
     checkpoint.save_tensors(tensors, tmp / "optimizer.safetensors")
     checkpoint.write_json({"step": step, "optimizer": rest, "config": _jsonable(cfg),
@@ -435,7 +462,13 @@ def _resume(model, optimizer, out: Path, cfg: TrainConfig) -> int:
         raise ValueError(f"cannot resume {out}: its checkpoint was made with another config "
                          f"(differs in {', '.join(diff)}); use a new --out or the same settings")
     sd = checkpoint.load_tensors(ck / "model" / "model.safetensors")
-    model.load_state_dict(sd)
+    if cfg.adapter is not None:  # only the trainable tensors were saved
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in sd.items():
+                params[k].copy_(v)
+    else:
+        model.load_state_dict(sd)
     checkpoint.optimizer_from_tensors(
         optimizer, checkpoint.load_tensors(ck / "optimizer.safetensors"), state["optimizer"])
     return int(state["step"])
@@ -464,6 +497,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
     if resume and (out / "tokenizer.json").exists() and not cfg.init_from:
         tok = BPETokenizer.from_file(out / "tokenizer.json", cfg.data.tokenizer.get("kind", "bpe"))
     model, tok = build_for_training(cfg, tok)
+    if cfg.adapter is not None:
+        from tmbench.models.delta import apply_adapter
+
+        apply_adapter(model, cfg.adapter)
     if not cfg.init_from and isinstance(tok, BPETokenizer) and rank == 0:
         tok.save(out / "tokenizer.json")
     model.to(device)
@@ -491,7 +528,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
             log.flush()
 
     o, B = cfg.optim, cfg.optim.batch_size
-    use_amp = torch.device(device).type == "cuda"
+    dev_type = torch.device(device).type
+    amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.autocast or "")
+    if amp is None and dev_type == "cuda":
+        amp = torch.bfloat16  # GPU training always ran under bf16 autocast
     last_eval: dict[str, Any] = {}
     bar = tqdm(total=o.steps, initial=step, disable=not progress or rank != 0, mininterval=1.0,
                dynamic_ncols=True, file=sys.stderr)
@@ -504,7 +544,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
         for micro in range(o.grad_accum):
             gen = step_generator(cfg.seed, step, micro)
             x = data.batch(gen, B).to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(dev_type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 r = objective(x, gen, rows)
             (r["loss"] / o.grad_accum).backward()
             for k, v in _mean_over_ranks(r, world).items():
@@ -514,7 +554,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if cfg.kind == "tm":
+        if cfg.kind == "tm" and model.emb.requires_grad:
             model.renorm_()
         step += 1
         tps = tokens / max(1e-9, time.time() - t0)
@@ -544,7 +584,13 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
     if step >= o.steps and (last_eval or not (out / "final").exists()):
         trained = {"steps": step, "seed": cfg.seed, "init_from": cfg.init_from,
                    "tokens": step * B * o.grad_accum * cfg.data.block_size, **last_eval}
-        save_model_dir(model, out / "final", extra={"trained": trained})
+        if cfg.adapter is not None:
+            from tmbench.models.delta import save_delta
+
+            save_delta(model, out / "final", base=cfg.init_from, adapter=cfg.adapter,
+                       trained=trained, dtype=None)
+        else:
+            save_model_dir(model, out / "final", extra={"trained": trained})
     elif (out / "final").exists():  # resumed a finished run: report its numbers
         last_eval = {k: v for k, v in checkpoint.read_json(out / "final" / "config.json")
                      .get("trained", {}).items() if k.startswith("val_")}
@@ -568,6 +614,8 @@ def add_train_cli(subparsers) -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set objective.negatives=256")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 autocast on GPU)")
+    t.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="autocast dtype (overrides the config's autocast; float32 = off)")
     t.add_argument("--export", help="after training, also write the model here")
     t.add_argument("--export-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -580,7 +628,9 @@ def run_train_cli(args) -> int:
 
     sets = list(args.set)
     for flag, key in ((args.kind, "kind"), (args.init_from, "init_from"), (args.steps, "optim.steps"),
-                      (args.seed, "seed"), (args.name, "name")):
+                      (args.seed, "seed"), (args.name, "name"),
+                      (None if args.dtype is None else
+                       ("null" if args.dtype == "float32" else args.dtype), "autocast")):
         if flag is not None:
             sets.append(f"{key}={flag}")
     cfg = load_config(args.config, sets)
@@ -590,7 +640,12 @@ def run_train_cli(args) -> int:
     res = train(cfg, out, resume=args.resume, device=args.device, stop_at=args.stop_at,
                 progress=not args.no_progress)
     print(json.dumps({"out": str(out), **res}, indent=2))
-    if args.export and (out / "final").exists():
+    if args.export and (out / "final").exists() and cfg.adapter is not None:
+        from tmbench.models.delta import export_delta
+
+        export_delta(out / "final", args.export, getattr(torch, args.export_dtype))
+        print(f"exported {cfg.name} to {args.export} ({args.export_dtype})")
+    elif args.export and (out / "final").exists():
         m = load_model_dir(out / "final", name=cfg.name)
         trained = checkpoint.read_json(out / "final" / "config.json").get("trained", {})
         save_model_dir(m, args.export, dtype=getattr(torch, args.export_dtype),

@@ -98,6 +98,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def prompt_generator(seed: int, position: int):
+    """The generator of the prompt at ``position`` (0-based, in the suite's sample order) in a
+    run with ``seed``: one per prompt, so a prompt's tokens never depend on its batch."""
+    import torch
+
+    return torch.Generator().manual_seed(seed * 1_000_003 + position)
+
+
 def model_kind(kind: str) -> Callable:
     """Mark a decoder as talking to an "ar" (logits) or "tm" (maturation) model."""
     if kind not in ("ar", "tm"):

@@ -98,8 +98,9 @@ class _Window:
         self.rebuild()
 
     def _start(self, n: int) -> int:
-        # the pending token sits at position n - 1 - start and the tail after it
-        over = n + self.K - self.ctx
+        # the pending token sits at position n - 1 - start and the forwarded tail slots after
+        # it; under readout `next` the newest slot is not forwarded (it predicts nothing)
+        over = n + self.K - self.model.readout_shift - self.ctx
         return 0 if over <= 0 else -(-over // self.stride) * self.stride
 
     def rebuild(self) -> None:

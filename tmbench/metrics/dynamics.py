@@ -15,8 +15,8 @@ the argmax of the front slot's final prediction, DESIGN 3.3).
 Keys (per sample = mean over the sample's committed tokens; value = mean over samples):
 ``entropy_first[scale=S]``, ``entropy_final[scale=S]``, ``displacement_first``,
 ``displacement_final``, ``cos_final_first``, ``cos_final_last``, ``agree_front_argmax``, and
-the agreement with K = 1: the same decoder and parameters rerun with ``tail_len=1`` (generator
-seeded 0) on the samples' prompts, compared position by position:
+the agreement with K = 1: the same decoder and parameters rerun with ``tail_len=1`` on the
+samples' prompts, each under the run's own generator for that prompt, compared position by position:
 ``k1_agree[mode=prefix]`` = share of the sample's positions before the first divergence,
 ``k1_agree[mode=position]`` = share of positions with the same token. Sequence agreement
 compounds (one early divergence changes everything after it), so read the conditional
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tmbench.types import DecodeOutput, MetricContext, Sample, Score, metric_key
+from tmbench.types import DecodeOutput, MetricContext, Sample, Score, metric_key, prompt_generator
 
 
 def dynamics(samples: list[Sample], *, ctx: MetricContext, k1_agreement: bool = True,
@@ -127,18 +127,20 @@ def _k1_agreement(samples: list[Sample], ctx: MetricContext, batch_size: int) ->
     if params.get("sample_commit") or params.get("sigma_dyn", 0.0):
         ctx.notes.append("the decoder is stochastic; agreement with K=1 mixes noise in")
     max_new = int(ctx.decode_info.get("max_new_tokens") or max(len(s.token_ids) for s in samples))
-    uniq = list(dict.fromkeys(tuple(s.prompt_ids) for s in samples))
-    ref: dict[tuple, list[int]] = {}
-    for i in range(0, len(uniq), batch_size):
-        chunk = [list(p) for p in uniq[i:i + batch_size]]
+    # the K=1 decode of sample i draws from the generator the run gave sample i, so the
+    # comparison changes K only (not the embryo noise's seed)
+    ref: list[list[int]] = []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i:i + batch_size]
+        gens = [prompt_generator(s.seed, i + j) for j, s in enumerate(chunk)]
         with torch.inference_mode():
-            res = maturation(ctx.model, chunk, max_new_tokens=max_new,
-                             generator=torch.Generator().manual_seed(0), tail_len=1, **params)
+            res = maturation(ctx.model, [list(s.prompt_ids) for s in chunk], max_new_tokens=max_new,
+                             generator=gens, tail_len=1, **params)
         toks = res.tokens if isinstance(res, DecodeOutput) else res
-        ref.update({p: list(map(int, t)) for p, t in zip(uniq[i:i + batch_size], toks)})
+        ref.extend(list(map(int, t)) for t in toks)
     prefix, pos = [], []
-    for s in samples:
-        a, b = list(s.token_ids), ref[tuple(s.prompt_ids)]
+    for s, b in zip(samples, ref):
+        a = list(s.token_ids)
         if not a:
             prefix.append(float("nan"))
             pos.append(float("nan"))
@@ -148,7 +150,8 @@ def _k1_agreement(samples: list[Sample], ctx: MetricContext, batch_size: int) ->
         prefix.append(first / len(a))
         pos.append(sum(same) / len(a))
     meta = {"k1_params": params | {"tail_len": 1, "max_new_tokens": max_new},
-            "generator": "torch.Generator().manual_seed(0)", "run_tail_len":
+            "generator": "the run's own per-prompt generators (seed * 1000003 + position)",
+            "run_tail_len":
                 ctx.decode_info.get("params", {}).get("tail_len", "decoder default")}
     return {
         metric_key("k1_agree", mode="prefix"): _score(prefix, meta | {

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 READOUTS = ("next", "self")
 FILMS = ("tail", "all", "blocks")
+GEOMETRIES = ("sphere", "tied")
 
 
 @dataclass
@@ -44,8 +45,14 @@ class TMConfig:
     logit_scale: float = 20.0  # scale of the induced distribution (training InfoNCE scale)
     freeze_embeddings: bool = False
     input_scale: float = 1.0  # initial value of the learned scalar on every input vector
+    # sphere: rows of E on the sphere of radius R, commit and induced p by cosine (the paper);
+    # tied: a pretrained AR model's own tied embeddings, unnormalised, commit and induced p by
+    # inner product, so that an untrained TM equals its AR parent at alpha_max 1 (DESIGN 3.1)
+    geometry: str = "sphere"
 
     def __post_init__(self):
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.film not in FILMS:
@@ -122,34 +129,47 @@ class MaturationModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.emb.dtype
 
+    @property
+    def tied(self) -> bool:
+        return self.config.geometry == "tied"
+
     @torch.no_grad()
     def renorm_(self) -> None:
-        """Put every embedding row back on the sphere of radius R (after each optimizer step)."""
+        """Put every embedding row back on the sphere of radius R (after each optimizer step);
+        nothing to do under ``tied`` geometry, whose rows keep their pretrained norms."""
+        if self.tied:
+            return
         self.emb.copy_(F.normalize(self.emb.float(), dim=-1).to(self.emb.dtype) * self.radius)
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "tm", "class": type(self).__name__,
                 "content_hash": self.content_hash, "readout": self.config.readout,
+                "geometry": self.config.geometry,
                 "dtype": str(self.dtype).replace("torch.", "")}
 
     def unit_emb(self) -> torch.Tensor:
-        """(V, d) float32 rows of E scaled to norm 1; cached while E is unchanged and no
-        gradient is wanted (decoding), recomputed otherwise."""
+        """(V, d) float32 rows of E scaled to norm 1 (``sphere``) or as they are (``tied``);
+        cached while E is unchanged and no gradient is wanted (decoding), recomputed otherwise."""
+        prep = (lambda e: e.float()) if self.tied else (lambda e: F.normalize(e.float(), dim=-1))
         if torch.is_grad_enabled() and self.emb.requires_grad:
-            return F.normalize(self.emb.float(), dim=-1)
+            return prep(self.emb)
         key = (self.emb._version, self.emb.data_ptr(), self.emb.dtype, self.emb.device)
         if getattr(self, "_unit_key", None) != key:
-            self._unit = F.normalize(self.emb.detach().float(), dim=-1)
+            self._unit = prep(self.emb.detach())
             self._unit_key = key
         return self._unit
 
     def induced_logits(self, z: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """(..., d) -> (..., V): scale * cos(z, e_i), the logits of the induced distribution."""
+        """(..., d) -> (..., V), the logits of the induced distribution: scale * cos(z, e_i)
+        under ``sphere``; scale * <z, e_i> under ``tied`` (scale 1 = the AR parent's logits)."""
         s = self.logit_scale if scale is None else scale
+        if self.tied:
+            return s * (z.float() @ self.unit_emb().T)
         return s * F.normalize(z.float(), dim=-1) @ self.unit_emb().T
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """(..., d) -> (...,) long: the committed token, argmax_i cos(z, e_i)."""
+        """(..., d) -> (...,) long: the committed token, argmax_i <z, e_i> (under ``sphere``
+        equal to the cosine nearest neighbour, since all rows share R)."""
         return (z.float() @ self.unit_emb().T).argmax(-1)
 
     def alpha_profile(self, K: int, alpha_max: float) -> torch.Tensor:

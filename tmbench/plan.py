@@ -1,0 +1,254 @@
+"""The plan stage: everything a suite asks for is resolved and checked before the first token.
+
+``make_plan`` turns a suite (and the CLI's selections) into a :class:`Plan`: which runs, with
+which resolved decoder parameters (defaults applied), which metrics with which resolved
+parameters, on which prompts. It fails with one ``ValueError`` naming the suite entry, what
+was wrong and what is accepted when
+- a model does not exist or does not load;
+- a decoder parameter is unknown, of the wrong type, or rejected by the decoder's own checks
+  (each decoder is dry-run on a tiny random model of its kind for two tokens);
+- a metric parameter is unknown (names come from the metric's signature) or of the wrong type,
+  or rejected by the metric's ``check_params`` hook;
+- prompt + max_new_tokens (+ the maturation tail) does not fit a model's context: one context
+  policy for every model, refusal at plan time (no silent sliding window).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from tmbench.registry import DECODERS, METRICS, MODELS
+from tmbench.suites import DecoderSpec, MetricSpec, Suite
+from tmbench.types import metric_key
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    model: str
+    decoder: DecoderSpec
+    params: dict[str, Any]  # resolved: the suite's settings with the decoder's defaults applied
+    defaults: dict[str, Any]  # the decoder's own defaults (stored so tables render from records)
+    seed: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class MetricPlan:
+    name: str
+    params: dict[str, Any]  # resolved with the metric's defaults
+
+    @property
+    def id(self) -> str:
+        """What a record's metric results are keyed by: name and resolved parameters."""
+        return metric_key(self.name, **{k: _key_value(v) for k, v in self.params.items()})
+
+
+def _key_value(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return "|".join(map(str, v))
+    return v
+
+
+# ---- parameter schemas ----------------------------------------------------------------------
+
+def keyword_schema(fn: Callable, skip: tuple[str, ...]) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind == p.KEYWORD_ONLY and n not in skip}
+
+
+def defaults_of(fn: Callable, skip: tuple[str, ...] = ("max_new_tokens", "generator")) -> dict:
+    return {n: _plain(p.default) for n, p in keyword_schema(fn, skip).items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def resolve_params(fn: Callable, params: dict[str, Any], label: str, what: str = "decoder",
+                   skip: tuple[str, ...] = ("max_new_tokens", "generator")) -> dict[str, Any]:
+    """Check ``params`` against the function's keyword parameters; return them with defaults."""
+    schema = keyword_schema(fn, skip)
+    unknown = sorted(set(params) - set(schema))
+    if unknown:
+        accepted = ", ".join(f"{n}={p.default!r}" for n, p in schema.items()) or "(none)"
+        raise ValueError(f"{what} {label!r}: unknown parameter(s) {unknown}; accepted: {accepted}")
+    out = {}
+    for n, p in schema.items():
+        v = params.get(n, p.default)
+        if v is inspect.Parameter.empty:
+            raise ValueError(f"{what} {label!r}: parameter {n!r} is required")
+        union = isinstance(p.annotation, str) and ("|" in p.annotation or "Any" in p.annotation)
+        # a union-typed parameter is left to the function's own checks (run in the dry run)
+        out[n] = v if union else _check_type(f"{what} {label!r}", n, v, p.default)
+    return out
+
+
+def _check_type(where: str, name: str, v: Any, default: Any) -> Any:
+    if default is inspect.Parameter.empty or default is None:
+        return v
+    if v is None:
+        raise ValueError(f"{where}: parameter {name!r} must be {type(default).__name__}, got null")
+    want = type(default)
+    if want is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if want in (tuple, list) and isinstance(v, (tuple, list)):
+        return tuple(v) if want is tuple else list(v)
+    if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+        raise ValueError(f"{where}: parameter {name!r} must be {want.__name__}, "
+                         f"got {type(v).__name__} {v!r}")
+    if want is float and not math.isfinite(v):
+        raise ValueError(f"{where}: parameter {name!r} must be finite, got {v!r}")
+    return v
+
+
+# ---- decoder dry runs -------------------------------------------------------------------------
+
+_TOYS: dict[str, Any] = {}
+
+
+def _toy(kind: str):
+    """A tiny random model of each kind, for the decoders' own parameter checks."""
+    if kind not in _TOYS:
+        if kind == "ar":
+            from tmbench.models.toy import load_toy
+
+            _TOYS[kind] = load_toy()
+        else:
+            from tmbench.backbones.gpt import GPT, GPTConfig
+            from tmbench.models.maturation import MaturationModel, TMConfig
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                bb = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=256))
+                _TOYS[kind] = MaturationModel(bb, TMConfig(vocab_size=300, k_max=4)).eval()
+    return _TOYS[kind]
+
+
+def dry_run(fn: Callable, params: dict[str, Any], label: str) -> None:
+    """Call the decoder for two tokens on a tiny random model of its kind, so that its own
+    checks (types and ranges) run now; a ValueError names the suite entry."""
+    model = _toy(getattr(fn, "model_kind", "ar"))
+    gens = [torch.Generator().manual_seed(0)]
+    try:
+        with torch.inference_mode():
+            fn(model, [[1, 2, 3]], max_new_tokens=2, generator=gens, **params)
+    except ValueError as e:
+        raise ValueError(f"decoder {label!r}: {e}") from None
+
+
+# ---- context ------------------------------------------------------------------------------------
+
+def context_length(model) -> int | None:
+    """Positions the model can attend over (None = unbounded)."""
+    bb = getattr(model, "backbone", None)
+    if bb is not None and getattr(bb, "block_size", None):
+        return int(bb.block_size)
+    cfg = getattr(getattr(model, "model", None), "config", None)
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    return int(n) if n else None
+
+
+def positions_needed(model, longest_prompt: int, max_new_tokens: int, params: dict) -> int:
+    """Positions a run uses: AR = prompt + new tokens - 1 (the last token is never fed);
+    TM = prompt + new tokens - 1 + the forwarded tail (K - 1 under readout ``next``)."""
+    n = longest_prompt + max_new_tokens - 1
+    if getattr(model, "kind", "ar") == "tm":
+        n += int(params.get("tail_len", 16)) - getattr(model, "readout_shift", 1)
+    return n
+
+
+def check_context(model, name: str, label: str, longest_prompt: int, max_new_tokens: int,
+                  params: dict) -> None:
+    ctx = context_length(model)
+    need = positions_needed(model, longest_prompt, max_new_tokens, params)
+    if ctx is not None and need > ctx:
+        raise ValueError(
+            f"model {name!r} with decoder {label!r}: the longest prompt ({longest_prompt} tokens) "
+            f"+ max_new_tokens {max_new_tokens} needs {need} positions, more than the model's "
+            f"context of {ctx}; shorten prompt_len or max_new_tokens, or drop the model from "
+            "the suite (tmbench refuses rather than silently sliding the window)")
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+def select_decoders(specs: list[DecoderSpec], wanted: list[str] | None,
+                    log: Callable = print) -> list[DecoderSpec]:
+    """``--decoder X``: the suite entry labelled X; else every entry whose decoder is named X;
+    else the registered decoder X with its defaults. Says which entries it selected."""
+    if not wanted:
+        return specs
+    chosen: list[DecoderSpec] = []
+    for w in wanted:
+        by_label = [d for d in specs if d.label == w]
+        by_name = [d for d in specs if d.name == w]
+        if by_label:
+            hit, how = by_label, "label"
+        elif by_name:
+            hit, how = by_name, "decoder name"
+        else:
+            DECODERS.get(w)  # raises with the known names and the closest match
+            hit, how = [DecoderSpec(w, w, {})], "registered decoder with its defaults"
+        log(f"--decoder {w}: selected {', '.join(d.label for d in hit)} (by {how})")
+        chosen.extend(d for d in hit if d not in chosen)
+    return chosen
+
+
+class _Stop(Exception):
+    """Raised by the dry run's ``load_model``: the metric got past its own parameter checks."""
+
+
+def dry_run_metric(fn: Callable, params: dict[str, Any], name: str) -> None:
+    """Call the metric on two tiny samples with no generator model and a ``load_model`` that
+    stops the call: parameter checks at the top of a metric run now, judges are not loaded."""
+    from tmbench.types import MetricContext, Sample
+
+    def stop(_name):
+        raise _Stop
+
+    samples = [Sample(i, 0, "a b c", [1, 2, 3], "d e f g", [4, 5, 6, 7], "h i j") for i in range(2)]
+    ctx = MetricContext(model=None, tokenizer=None, load_model=stop, decode_info={"dry_run": True})
+    try:
+        fn(samples, ctx=ctx, **params)
+    except _Stop:
+        pass
+    except ValueError as e:
+        raise ValueError(f"metric {name!r}: {e}") from None
+    except ImportError:
+        pass  # an optional dependency: reported (and the metric skipped) at scoring time
+
+
+def resolve_metrics(metrics: tuple[MetricSpec, ...]) -> list[MetricPlan]:
+    """Every metric's parameters resolved with its defaults and checked (names from the
+    signature, types from the defaults, values by the metric's own checks)."""
+    out = []
+    for m in metrics:
+        fn = METRICS.get(m.name)
+        params = resolve_params(fn, m.params, m.name, what="metric", skip=("ctx",))
+        dry_run_metric(fn, params, m.name)
+        out.append(MetricPlan(m.name, {k: _plain(v) for k, v in params.items()}))
+    return out
+
+
+def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None,
+              seeds: list[int] | None, log: Callable = print) -> list[RunPlan]:
+    """Names and parameters of every run, checked (no model is loaded here)."""
+    model_names = models or list(suite.models)
+    for m in model_names:
+        MODELS.get(m)  # raises with known names and the closest match
+    specs = select_decoders(list(suite.decoders), decoders, log)
+    plans = []
+    for d in specs:
+        fn = DECODERS.get(d.name)
+        params = resolve_params(fn, d.params, d.label)
+        dry_run(fn, params, d.label)
+        for m in model_names:
+            for s in (seeds or d.seeds or suite.seeds):
+                for bs in suite.batch_sizes:
+                    plans.append(RunPlan(m, d, params, defaults_of(fn), s, bs))
+    return plans
