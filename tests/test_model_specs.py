@@ -303,7 +303,6 @@ human_row: false
 """
 
 
-@pytest.mark.xfail(strict=False, reason="runner wiring pending")
 def test_run_accepts_an_hf_folder_spec(tmp_path, llama_dir):
     (tmp_path / "s.yaml").write_text(SUITE)
     spec = f"hf:{llama_dir}"

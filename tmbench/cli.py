@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_report_cli(sub)
+    from tmbench.export import add_export_cli
+    from tmbench.lm_eval_cli import add_lm_eval_cli
+
+    add_lm_eval_cli(sub)
+    add_export_cli(sub)
     return p
 
 
@@ -138,11 +143,13 @@ def cmd_run(args) -> int:
     if rank != 0:
         return 0
     result = {"suite": suite.name, "version": suite.version, "written": [str(p) for p in summary.done],
+              "rescored": [str(p) for p in summary.rescored],
               "skipped_complete": len(summary.skipped), "busy": summary.busy}
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(f"suite {suite.name} v{suite.version}: {len(summary.done)} run(s) written, "
+              f"{len(summary.rescored)} completed with new metrics on stored samples, "
               f"{len(summary.skipped)} already complete, {len(summary.busy)} held by another process")
         print(f"records under {Path(args.out) / suite.name / f'v{suite.version}'}; "
               f"tables: tmbench leaderboard --out {args.out}")
@@ -231,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"tmbench: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from tmbench.runner import MetricError
+
+        if not isinstance(e, MetricError):
+            raise
+        print(f"tmbench: error: {e}", file=sys.stderr)
+        return 3
     except FloatingPointError as e:  # NonFiniteError: a model produced NaN/inf
         print(f"tmbench: numeric error: {e}", file=sys.stderr)
         return 3

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from tmbench.registry import DECODERS, METRICS, MODELS
+from tmbench.registry import DECODERS, METRICS
 from tmbench.suites import DecoderSpec, MetricSpec, Suite
 from tmbench.types import metric_key
 
@@ -238,9 +238,10 @@ def resolve_metrics(metrics: tuple[MetricSpec, ...]) -> list[MetricPlan]:
 def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None,
               seeds: list[int] | None, log: Callable = print) -> list[RunPlan]:
     """Names and parameters of every run, checked (no model is loaded here)."""
-    model_names = models or list(suite.models)
-    for m in model_names:
-        MODELS.get(m)  # raises with known names and the closest match
+    from tmbench.models.specs import validate_model_spec
+
+    # registered names, hf:<folder or hub name>, gguf:<file>, path:<tmbench folder>
+    model_names = [str(validate_model_spec(m)) for m in (models or list(suite.models))]
     specs = select_decoders(list(suite.decoders), decoders, log)
     plans = []
     for d in specs:

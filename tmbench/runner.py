@@ -28,9 +28,10 @@ from tmbench.env import environment
 from tmbench.faults import fault_point
 from tmbench.memory import PeakMemory
 from tmbench.models.base import NonFiniteError
+from tmbench.models.specs import load_model_spec
 from tmbench.plan import (MetricPlan, RunPlan, check_context, plan_runs, resolve_metrics,
                           resolve_params)
-from tmbench.registry import DECODERS, METRICS, MODELS
+from tmbench.registry import DECODERS, METRICS
 from tmbench.results import (SCHEMA_VERSION, CorruptRecord, RunLock, append_partial,
                              atomic_write_text, canonical, read_partial, read_record, run_dir,
                              run_key, write_record)
@@ -145,7 +146,8 @@ def build_prompts(suite: Suite, limit: int | None, load_model: Callable) -> list
     tok = load_model(ds["tokenizer"]).tokenizer if ds.get("prompt_unit") == "token" else None
     return make_prompts(load_documents(ds), n_prompts=n, prompt_len=ds["prompt_len"],
                         reference_len=ds["reference_len"], unit=ds.get("prompt_unit", "word"),
-                        tokenizer=tok)
+                        tokenizer=tok, per_article=ds.get("per_article", 1),
+                        boundary=ds.get("boundary", "paragraph"))
 
 
 # ---- the loop ----------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class Runner:
     def load_model(self, name: str) -> Any:
         if name not in self._models:
             self.log(f"loading model {name} ...")
-            self._models[name] = MODELS.get(name)(device=self.device, dtype=self.dtype)
+            self._models[name] = load_model_spec(name, device=self.device, dtype=self.dtype)
         return self._models[name]
 
     # -- plan --

@@ -156,6 +156,20 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path) -> list[DecoderSpec]:
     return out
 
 
+def _model_entry(m: Any, c: _Checker, where: str) -> str:
+    """A registered name, a spec string (hf:..., gguf:..., path:...) or {name, params}; kept
+    as the canonical spec string (checked for existence at plan time)."""
+    from tmbench.models.specs import parse_model_spec
+
+    if not isinstance(m, (str, dict)):
+        c.fail(where, f"must be a model name, a spec string (hf:..., gguf:..., path:...) or "
+                      f"{{name, params}}, got {m!r}")
+    try:
+        return str(parse_model_spec(m))
+    except ValueError as e:
+        c.fail(where, str(e))
+
+
 def _resolve_include(inc: Path, base: Path) -> Path:
     for root in (base, Path.cwd(), REPO_ROOT):
         if (root / inc).exists():
@@ -179,7 +193,7 @@ ALLOWED = {"name", "version", "description", "dataset", "max_new_tokens", "batch
            "batch_sizes", "seeds", "samples_per_prompt", "models", "decoders", "metrics",
            "human_row", "extra"}
 DATASET_FIELDS = {"source", "split", "n_prompts", "prompt_len", "reference_len", "prompt_unit",
-                  "tokenizer", "path", "name", "text_field", "join_lines"}
+                  "tokenizer", "path", "name", "text_field", "join_lines", "per_article", "boundary"}
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -206,14 +220,15 @@ def load_suite(name_or_path: str) -> Suite:
     dc = _Checker(f"{path}: dataset")
     dataset = dict(ds, n_prompts=dc.int_(ds, "n_prompts", hi=10**6),
                    prompt_len=dc.int_(ds, "prompt_len", 32, hi=4096),
-                   reference_len=dc.int_(ds, "reference_len", 128, hi=8192))
+                   reference_len=dc.int_(ds, "reference_len", 128, hi=8192),
+                   per_article=dc.int_(ds, "per_article", 1, hi=1000))
     if "batch_size" in raw and "batch_sizes" in raw:
         c.fail("batch_size", "give batch_size or batch_sizes, not both")
     batch_sizes = c.ints(raw, "batch_sizes" if "batch_sizes" in raw else "batch_size", 8, lo=1, hi=4096)
     models = raw.get("models")
     if not isinstance(models, list) or not models:
-        c.fail("models", f"must be a non-empty list of model names, got {models!r}")
-    models = tuple(c.name(m, f"models[{i}]") for i, m in enumerate(models))
+        c.fail("models", f"must be a non-empty list of model names or specs, got {models!r}")
+    models = tuple(_model_entry(m, c, f"models[{i}]") for i, m in enumerate(models))
     metrics_raw = raw.get("metrics", [])
     if not isinstance(metrics_raw, list):
         c.fail("metrics", f"must be a list of {{name, params}}, got {metrics_raw!r}")

@@ -37,29 +37,62 @@ def _split_tokens(text: str, n_prompt: int, n_ref: int, tok: Any) -> tuple[str, 
     return tok.decode(ids[:n_prompt]), tok.decode(ids[n_prompt:n_prompt + n_ref])
 
 
+def paragraph_starts(body: str, prompt_len: int, reference_len: int, per_article: int,
+                     boundary: str = "paragraph") -> list[str]:
+    """Up to ``per_article`` texts of ``body`` that start at paragraph starts (or, with
+    ``boundary='sentence'``, at paragraph or sentence starts) and whose prompt + reference
+    windows (in words) do not overlap; the first starts at the body's start."""
+    paras = [p for p in body.split("\n\n") if p.strip()]
+    offsets, n = [], 0
+    for p in paras:
+        offsets.append(n)
+        n += len(p.split())
+    words = body.split()
+    if boundary == "sentence":  # also after every word that ends a sentence
+        ends = {i + 1 for i, w in enumerate(words) if w.rstrip('"\'').endswith((".", "?", "!"))}
+        offsets = sorted(set(offsets) | (ends - {len(words)}))
+    out, free = [], 0
+    for off in offsets:
+        if len(out) == per_article:
+            break
+        if off >= free and len(words) - off >= prompt_len + max(1, reference_len // 2):
+            out.append(" ".join(words[off:]))
+            free = off + prompt_len + reference_len
+    return out
+
+
 def make_prompts(docs: list[tuple[str, str]], *, n_prompts: int, prompt_len: int,
-                 reference_len: int, unit: str = "word", tokenizer: Any = None) -> list[Prompt]:
+                 reference_len: int, unit: str = "word", tokenizer: Any = None,
+                 per_article: int = 1, boundary: str = "paragraph") -> list[Prompt]:
     """The first ``n_prompts`` documents (in the given, content-defined order) long enough to
-    give a prompt of ``prompt_len`` and at least half a reference of ``reference_len``."""
+    give a prompt of ``prompt_len`` and at least half a reference of ``reference_len``. With
+    ``per_article`` > 1, up to that many prompts per document, at paragraph starts whose
+    prompt + reference windows do not overlap (so a few hundred articles give 500+ prompts)."""
     if unit not in ("word", "token"):
         raise ValueError(f"prompt_unit must be 'word' or 'token', got {unit!r}")
     if unit == "token" and tokenizer is None:
         raise ValueError("prompt_unit 'token' needs a tokenizer (dataset.tokenizer: <model name>)")
+    if boundary not in ("paragraph", "sentence"):
+        raise ValueError(f"prompt boundary must be 'paragraph' or 'sentence', got {boundary!r}")
+    if per_article > 1 and unit != "word":
+        raise ValueError("per_article > 1 needs prompt_unit 'word'")
     out: list[Prompt] = []
     for doc_id, text in docs:
         # The headline line is not prose; start prompts at the article body when there is one.
         body = text.split("\n\n", 1)[1] if "\n\n" in text else text
-        pair = (_split_words(body, prompt_len, reference_len) if unit == "word"
-                else _split_tokens(body, prompt_len, reference_len, tokenizer))
-        if pair is None:
-            continue
-        out.append(Prompt(len(out), doc_id, pair[0], pair[1]))
-        if len(out) == n_prompts:
-            break
-    if len(out) < n_prompts:
-        raise ValueError(f"dataset has only {len(out)} documents long enough for "
-                         f"{prompt_len}+{reference_len} {unit}s; asked for n_prompts={n_prompts}")
-    return out
+        starts = (paragraph_starts(body, prompt_len, reference_len, per_article, boundary)
+                  if per_article > 1 else [body])
+        for j, start in enumerate(starts):
+            pair = (_split_words(start, prompt_len, reference_len) if unit == "word"
+                    else _split_tokens(start, prompt_len, reference_len, tokenizer))
+            if pair is None:
+                continue
+            out.append(Prompt(len(out), doc_id if j == 0 else f"{doc_id}#{j}", pair[0], pair[1]))
+            if len(out) == n_prompts:
+                return out
+    raise ValueError(f"dataset gives only {len(out)} prompts long enough for "
+                     f"{prompt_len}+{reference_len} {unit}s (per_article={per_article}); asked "
+                     f"for n_prompts={n_prompts}")
 
 
 def prompts_hash(prompts: list[Prompt]) -> str:
