@@ -83,7 +83,7 @@ def test_minilm_coherence_and_mauve_on_real_features(minilm, tmp_path):
     c = ctx(load_model=lambda n: minilm, cache_dir=str(tmp_path))
     coh = coherence(ss, ctx=c, defs="embed-cos")["coherence[def=embed-cos,featurizer=all-minilm-l6-v2]"]
     assert -1 <= coh.value <= 1 and len(coh.per_sample) == 12
-    out = mauve(ss, ctx=c, seeds=(1,))["mauve[c=5,featurizer=all-minilm-l6-v2]"]
+    out = mauve(ss, ctx=c, kmeans_seeds=(1,))["mauve[c=5,featurizer=all-minilm-l6-v2]"]
     p = minilm.embed([s.reference_text for s in ss])
     q = minilm.embed([s.text for s in ss])
     assert out.value == pytest.approx(mauve_pkg.compute_mauve(p_features=p, q_features=q, seed=1).mauve,

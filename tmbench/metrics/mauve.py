@@ -4,13 +4,21 @@ the ``mauve-text`` package on precomputed features.
 P = the human reference continuations (``Sample.reference_text``, one per prompt), Q = the
 model continuations (``Sample.text``). Features come from a named featurizer (offline default
 ``all-minilm-l6-v2``; ``gpt2-large``, the paper's, where the hub is reachable) and are cached on
-disk per (featurizer identity, max text length, text). k-means is run for several seeds and the
-key reports their mean; ``meta`` has every seed's value, the spread, the resolved number of
-buckets, the scaling factor c and n. Scale 0-1 (papers often print x100).
+disk per (featurizer identity, max text length, text). k-means is run once per seed in
+``kmeans_seeds`` (default five) and the key reports the mean; ``meta`` has every seed's value
+(``per_seed``), their spread (``std``, ``min``, ``max``), the resolved number of k-means
+buckets (``num_buckets``), the scaling factor c, ``n_p`` and ``n_q`` (samples of each side),
+``n = min(n_p, n_q)`` and ``reliable = n >= min_n``. Scale 0-1 (papers often print x100).
+
+Why ``min_n = 500``: MAUVE is biased and noisy at small n, since the histograms it compares
+have about n/10 buckets (``num_buckets="auto"``) and few points per bucket. The authors use
+5,000 samples per side and recommend a few thousand; 500 is the size the ``standard`` suite
+is built for (DESIGN section 4), the smallest at which this project compares MAUVE at all.
+``reliable`` therefore means "large enough to compare rows at equal n", not "unbiased"; below
+``RECOMMENDED_N`` a note says so as well.
 
 The human row (texts equal to their references) is skipped: MAUVE of P against itself says
-nothing. MAUVE is biased and noisy at small n; the authors use 5,000 samples per side, so a
-note is recorded below ``RECOMMENDED_N``.
+nothing.
 """
 
 from __future__ import annotations
@@ -28,17 +36,19 @@ from tmbench.cache import load_array, save_array
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 RECOMMENDED_N = 2000  # "a few thousand" (MAUVE README); the paper uses 5,000
+KMEANS_SEEDS = (1, 2, 3, 4, 5)
 
 
 def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-minilm-l6-v2",
           max_text_length: int = 256, num_buckets: int | str = "auto", scaling_factor: float = 5.0,
-          seeds=(1, 2, 3), kmeans_explained_var: float = 0.9, kmeans_num_redo: int = 5,
-          kmeans_max_iter: int = 500) -> dict[str, Score]:
+          kmeans_seeds=KMEANS_SEEDS, min_n: int = 500, kmeans_explained_var: float = 0.9,
+          kmeans_num_redo: int = 5, kmeans_max_iter: int = 500, seeds=None) -> dict[str, Score]:
+    """``seeds`` is the old name of ``kmeans_seeds`` (accepted, with a note)."""
     if num_buckets != "auto" and (not isinstance(num_buckets, int) or num_buckets < 2):
         raise ValueError(f"num_buckets must be 'auto' or an integer >= 2, got {num_buckets!r}")
-    seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one k-means seed")
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 1:
+        raise ValueError(f"min_n must be a positive integer, got {min_n!r}")
+    kmeans_seeds = _check_seeds(kmeans_seeds, seeds, ctx)
     if not samples:
         return {}
     if all(s.text == s.reference_text for s in samples):
@@ -57,9 +67,10 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
     if n < RECOMMENDED_N:
         ctx.notes.append(f"n={n} (P {len(p)}, Q {len(q)}) is below the few thousand "
                          f"samples the MAUVE authors recommend (paper: 5,000); expect a biased, "
-                         "high-variance estimate and compare only at equal n")
+                         "high-variance estimate and compare only at equal n"
+                         + (f"; below min_n={min_n}, marked unreliable" if n < min_n else ""))
     vals, stars, buckets = [], [], None
-    for seed in seeds:
+    for seed in kmeans_seeds:
         with quiet_stderr():  # faiss warns about few points per centroid; n is noted above
             out = mauve_pkg.compute_mauve(
                 p_features=p, q_features=q, num_buckets=num_buckets, mauve_scaling_factor=scaling_factor,
@@ -72,9 +83,10 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
         "featurizer": feat.identity(), "max_text_length": max_text_length,
         "truncation": "first max_text_length featurizer tokens kept",
         "num_buckets": buckets, "num_buckets_param": num_buckets,
-        "scaling_factor": scaling_factor, "seeds": list(seeds), "per_seed": vals,
+        "scaling_factor": scaling_factor, "kmeans_seeds": list(kmeans_seeds), "per_seed": vals,
         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
         "min": min(vals), "max": max(vals), "mauve_star_mean": float(np.mean(stars)),
+        "n_p": len(p), "n_q": len(q), "n": n, "min_n": min_n, "reliable": n >= min_n,
         "n_p_human": len(p), "n_q_model": len(q), "scale": "0-1",
         "kmeans": {"explained_var": kmeans_explained_var, "num_redo": kmeans_num_redo,
                    "max_iter": kmeans_max_iter, "pca": "all data"},
@@ -82,6 +94,24 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
     }
     return {metric_key("mauve", c=scaling_factor, featurizer=featurizer):
             Score(float(np.mean(vals)), None, True, meta)}
+
+
+def _check_seeds(kmeans_seeds, seeds, ctx: MetricContext) -> tuple[int, ...]:
+    """The k-means seeds, from ``kmeans_seeds`` or its old name ``seeds``."""
+    if seeds is not None:
+        if _as_tuple(kmeans_seeds) not in (KMEANS_SEEDS, _as_tuple(seeds)):
+            raise ValueError(f"give k-means seeds once: kmeans_seeds={kmeans_seeds!r} and its old "
+                             f"name seeds={seeds!r} were both set; accepted: kmeans_seeds only")
+        ctx.notes.append("parameter 'seeds' is the old name of 'kmeans_seeds'")
+        kmeans_seeds = seeds
+    out = _as_tuple(kmeans_seeds)
+    if not out or any(isinstance(x, bool) or not isinstance(x, int) for x in out):
+        raise ValueError(f"kmeans_seeds must be a non-empty list of integers, got {kmeans_seeds!r}")
+    return out
+
+
+def _as_tuple(v) -> tuple:
+    return (v,) if isinstance(v, int) else tuple(v)
 
 
 def featurizer_from_ctx(ctx: MetricContext, name: str) -> Any:
