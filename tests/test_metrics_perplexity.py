@@ -54,14 +54,44 @@ def test_heldout_ppl_matches_hflm(tmp_path):
     ref = simple_evaluate(model=_hflm(), tasks=[spec], bootstrap_iters=0,
                           task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
     r = ref["results"][BBC_TASK]
-    for key, name in (("heldout_ppl[corpus=bbc-test,unit=word]", "word_perplexity,none"),
-                      ("heldout_ppl[corpus=bbc-test,unit=byte]", "byte_perplexity,none"),
-                      ("bits_per_byte[corpus=bbc-test]", "bits_per_byte,none")):
+    for key, name in (("heldout_ppl[corpus=bbc-test,unit=word,window=32]", "word_perplexity,none"),
+                      ("heldout_ppl[corpus=bbc-test,unit=byte,window=32]", "byte_perplexity,none"),
+                      ("bits_per_byte[corpus=bbc-test,window=32]", "bits_per_byte,none")):
         assert ours[key].value == pytest.approx(r[name], rel=1e-5), key
-    meta = ours["bits_per_byte[corpus=bbc-test]"].meta
+    meta = ours["bits_per_byte[corpus=bbc-test,window=32]"].meta
     assert meta["window"] == WINDOW and meta["stride"] == WINDOW and meta["n_docs"] == 2
     assert meta["tokens"] > 2 * WINDOW  # several windows per article
-    assert "heldout_ppl[corpus=bbc-test,unit=token]" in ours
+    assert "heldout_ppl[corpus=bbc-test,unit=token,window=32]" in ours
+    assert "rolling" in meta["window_policy"] and meta["window_reduced"] is False
+
+
+def test_one_window_for_every_model():
+    """The default window is 127 tokens whatever the model's context; a shorter context gets a
+    shorter window, flagged; None asks for each model's own maximum."""
+    from tmbench.metrics.perplexity import window_policy
+
+    for context in (128, 2048, 8192, None):
+        w, policy = window_policy(127, context)
+        assert w == 127 and policy["window_reduced"] is False
+    w, policy = window_policy(127, 64)
+    assert w == 63 and policy["window_reduced"] is True and policy["model_context"] == 64
+    assert window_policy(None, 8192)[0] == 2048 and window_policy(None, 128)[0] == 127
+    for bad in (1, 2.5, True, "128"):
+        with pytest.raises(ValueError, match="max_length"):
+            window_policy(bad, 128)
+
+
+def test_heldout_ppl_default_window_and_reduced_window(tmp_path):
+    model = tiny_hfmodel()  # 128 positions
+    out = heldout_ppl([], ctx=ctx(model=model, cache_dir=str(tmp_path)), n_articles=1)
+    s = out["heldout_ppl[corpus=bbc-test,unit=word,window=127]"]
+    assert s.meta["window"] == 127 and s.meta["max_length"] == 127
+    assert "bits_per_byte[corpus=bbc-test,window=127]" in out
+    c = ctx(model=model, cache_dir=str(tmp_path))
+    out = heldout_ppl([], ctx=c, n_articles=1, max_length=500)
+    assert "bits_per_byte[corpus=bbc-test,window=127]" in out
+    assert out["bits_per_byte[corpus=bbc-test,window=127]"].meta["window_reduced"] is True
+    assert any("allows a window of 127" in n for n in c.notes)
 
 
 def test_loglikelihood_and_generate_until_match_hflm():
@@ -82,6 +112,8 @@ def test_heldout_ppl_human_row_and_errors():
         heldout_ppl([], ctx=ctx(model=tiny_hfmodel()), corpus="nope")
     with pytest.raises(ValueError, match="max_length"):
         TmbenchLM(tiny_hfmodel(), max_length=500)  # context is 128
+    with pytest.raises(ValueError, match="max_length"):
+        heldout_ppl([], ctx=ctx(model=tiny_hfmodel()), max_length=1)
 
 
 def test_gen_ppl_equals_direct_scoring():

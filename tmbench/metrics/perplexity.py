@@ -6,10 +6,23 @@ perplexity of the samples under a pinned judge.
 ``n_articles`` BBC test articles (content-hash order), written to a JSONL file and run as the
 local task ``tasks/lm_eval/tmbench_bbc_ppl.yaml``. With ``lm_eval_task="wikitext"`` (or any
 lm-eval perplexity task) it runs lm-eval's own task instead, which needs the hub for its data.
-Keys: ``heldout_ppl[corpus=C,unit=word|byte|token]`` and ``bits_per_byte[corpus=C]``; word and
-byte perplexities are lm-eval's (comparable across tokenizers), token perplexity depends on
-the tokenizer. The human row is skipped (no generator). Results are cached on disk per model
-content hash and parameters, since every decoder and seed of a model would recompute them.
+
+Window policy, the same for every model: lm-eval's disjoint rolling windows
+(``get_rolling_token_windows``, ``context_len`` 1), each predicting ``W`` tokens, with
+``W = min(max_length, model context - 1)`` (scoring feeds one token more than it predicts).
+The default ``max_length=127`` is the largest window the shipped tiny models (128 positions)
+allow, so every built-in model is scored with the same window; a model with a shorter context
+gets a shorter one, recorded (``meta["window_reduced"]``) and named in the key, so it never
+shares a column with the others. ``max_length=None`` asks for each model's own maximum
+(capped at 2048), which differs between models.
+
+Keys (``W`` = the window used): ``heldout_ppl[corpus=C,unit=word,window=W]`` and
+``bits_per_byte[corpus=C,window=W]`` are the headlines (lm-eval's word perplexity and bits per
+byte; comparable across tokenizers); ``heldout_ppl[corpus=C,unit=byte,window=W]`` and
+``heldout_ppl[corpus=C,unit=token,window=W]`` (per model token: compare only within one
+tokenizer) are further columns. The human row is skipped (no generator). Results are cached on
+disk per model content hash and parameters, since every decoder and seed of a model would
+recompute them.
 
 ``gen_ppl``: each continuation re-tokenised with the judge's tokenizer and scored given its
 prompt (:mod:`tmbench.metrics.judge`: prompt and continuation encoded separately and
@@ -53,7 +66,7 @@ CORPORA = ("bbc-test", "bbc-valid")
 
 # ---- held-out perplexity ----------------------------------------------------------------------
 def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc-test",
-                n_articles: int = 8, max_length: int | None = None, context_len: int = 1,
+                n_articles: int = 8, max_length: int | None = 127, context_len: int = 1,
                 lm_eval_task: str | None = None, batch_tokens: int = 2048) -> dict[str, Score]:
     if ctx.model is None:
         ctx.notes.append("no generator model (human row); skipped")
@@ -66,9 +79,13 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
     if lm_eval_task is None and not (TASKS_DIR / f"{BBC_TASK}.yaml").exists():
         raise ValueError(f"the lm-eval task file {TASKS_DIR / BBC_TASK}.yaml is missing; "
                          "heldout_ppl on BBC needs a tmbench checkout (pip install -e .)")
-    from tmbench.lm_eval_adapter import TmbenchLM
+    from tmbench.lm_eval_adapter import TmbenchLM, context_length
 
-    lm = TmbenchLM(ctx.model, max_length=max_length, context_len=context_len,
+    window, policy = window_policy(max_length, context_length(ctx.model))
+    if policy["window_reduced"]:
+        ctx.notes.append(f"the model's context ({policy['model_context']}) allows a window of "
+                         f"{window} tokens, not max_length={max_length}; keyed window={window}")
+    lm = TmbenchLM(ctx.model, max_length=window, context_len=context_len,
                    batch_tokens=batch_tokens)
     label = lm_eval_task or corpus
     data_path, data_hash = (None, None) if lm_eval_task else _write_corpus(corpus, n_articles, ctx)
@@ -78,20 +95,45 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
     res = cached if cached is not None else _run_lm_eval(lm, lm_eval_task, data_path)
     if cached is None:
         _cache_put(ctx, params, res)
-    meta = {**params, "task": res["task"], "task_version": res["version"],
+    meta = {**params, **policy, "task": res["task"], "task_version": res["version"],
             "n_docs": res["n_docs"], "tokens": res["tokens"], "per_doc_loglik": res["logliks"],
             "window": lm.max_length, "stride": lm.max_length - lm.context_len + 1,
             "cached": cached is not None}
+    key = {"corpus": label, "window": lm.max_length}
     out = {
-        metric_key("heldout_ppl", corpus=label, unit="word"): Score(res["word_perplexity"], None, False, meta),
-        metric_key("heldout_ppl", corpus=label, unit="byte"): Score(res["byte_perplexity"], None, False, meta),
-        metric_key("bits_per_byte", corpus=label): Score(res["bits_per_byte"], None, False, meta),
+        metric_key("heldout_ppl", unit="word", **key): Score(res["word_perplexity"], None, False, meta),
+        metric_key("heldout_ppl", unit="byte", **key): Score(res["byte_perplexity"], None, False, meta),
+        metric_key("bits_per_byte", **key): Score(res["bits_per_byte"], None, False, meta),
     }
     if res["tokens"]:
-        out[metric_key("heldout_ppl", corpus=label, unit="token")] = Score(
+        out[metric_key("heldout_ppl", unit="token", **key)] = Score(
             math.exp(-sum(res["logliks"]) / res["tokens"]), None, False,
             meta | {"note": "per model token; not comparable across tokenizers"})
     return out
+
+
+def window_policy(max_length: int | None, model_context: int | None) -> tuple[int, dict[str, Any]]:
+    """The rolling-window length W in tokens, and its description for ``meta``.
+    W = min(max_length, model_context - 1); ``max_length=None``: the model's own maximum."""
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                   or max_length < 2):
+        raise ValueError(f"max_length must be an integer >= 2 (tokens per window) or null "
+                         f"(each model's own maximum), got {max_length!r}")
+    if max_length is None:
+        if model_context is None:
+            raise ValueError("cannot tell the model's context length; give max_length")
+        window = min(model_context - 1, 2048)
+    else:
+        window = max_length if model_context is None else min(max_length, model_context - 1)
+    return window, {
+        "window_policy": "lm-eval loglikelihood_rolling: disjoint rolling windows "
+                         "(get_rolling_token_windows), each predicting W tokens, "
+                         "W = min(max_length, model context - 1)"
+                         + (" with max_length = the model's own maximum (capped at 2048)"
+                            if max_length is None else ""),
+        "max_length": max_length, "model_context": model_context,
+        "window_reduced": max_length is not None and window < max_length,
+    }
 
 
 def _run_lm_eval(lm: Any, task: str | None, data_path: str | None) -> dict[str, Any]:
