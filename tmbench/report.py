@@ -1,5 +1,11 @@
-"""`tmbench report`: one self-contained HTML page (plots embedded as PNG data URIs) built from
-run records. It needs no network: no scripts, fonts or styles are fetched.
+"""`tmbench report`: one self-contained HTML page built from run records: the sortable,
+filterable leaderboard (:mod:`tmbench.render`), plots embedded as PNG data URIs, samples and
+the environment. Nothing is fetched: the style and the small script are inline.
+
+Plots are sized to be read at their natural size on a normal window (at most 11 in at 100 dpi,
+so a 1200 px page never scales them down), with no text under 8 pt and no labels drawn over each
+other: bar charts are horizontal small multiples with one row label per line, and the scatter
+identifies points by marker (model) and colour (decoder) in legends instead of inline labels.
 """
 
 from __future__ import annotations
@@ -7,111 +13,158 @@ from __future__ import annotations
 import base64
 import html
 import io
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tmbench.leaderboard import Table, build_tables, cell_text, fmt
+from tmbench.aggregate import HUMAN, Cell, Table, tables_from_records
+from tmbench.render import WORD, find_column, fmt, page_html, parse_key, table_html
 from tmbench.results import atomic_write_text, iter_records
 
-CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:12px;margin:1em 0}th,td{border:1px solid #ddd;padding:3px 6px;vertical-align:top}
-th{background:#f3f3f3;position:sticky;top:0}tr.human td{background:#f7fbff}td.sig{font-weight:600}
-.scroll{overflow-x:auto}.sample{white-space:pre-wrap;max-width:60em}img{max-width:100%;margin:.5em 0}
-.note{color:#666;font-size:12px}code{background:#f3f3f3;padding:0 3px}"""
+DPI = 100
+MAX_WIDTH_IN = 11.0
+RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8,
+      "ytick.labelsize": 8, "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.dpi": DPI}
+MARKERS = "os^DvPX<>p"
 
 
-def _fig_to_img(fig, alt: str) -> str:
+def _img(fig, alt: str) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _pick(columns: list[str], pattern: str) -> str | None:
-    rx = re.compile(pattern)
-    return next((c for c in columns if rx.search(c)), None)
+def _wrap(key: str, width: int = 26) -> str:
+    """A metric key broken after commas so that it fits a narrow panel title or axis label."""
+    if len(key) <= width:
+        return key
+    family, params = parse_key(key)
+    lines, cur = [], family + "["
+    for i, (k, v) in enumerate(params.items()):
+        part = f"{k}={v}" + ("," if i < len(params) - 1 else "]")
+        if len(cur) + len(part) > width and cur != family + "[":
+            lines.append(cur)
+            cur = "  "
+        cur += part
+    return "\n".join(lines + [cur])
 
 
-def table_html(t: Table, all_columns: bool = False) -> str:
-    from tmbench.leaderboard import headline
-
-    cols = t.columns if all_columns else headline(t.columns)
-    head = ["model", "decoder", "params", "seeds", "n"] + [f"{c} {t.arrows.get(c, '')}" for c in cols]
-    out = ['<div class="scroll"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-    for r in t.rows:
-        n = max((c.n for c in r.cells.values()), default=0)
-        from tmbench.leaderboard import non_default_params, params_text
-
-        params = params_text(non_default_params(r.decoder_name, r.params) if r.decoder_name else r.params)
-        tds = [r.model, r.decoder, params, str(len(set(r.seeds))), str(n)]
-        cls = ' class="human"' if r.model == "human" else ""
-        row = "".join(f"<td>{html.escape(x)}</td>" for x in tds)
-        for c in cols:
-            p = r.paired.get(c)
-            sig = ' class="sig"' if p is not None and p.significant else ""
-            row += f"<td{sig}>{html.escape(cell_text(r.cells.get(c), p))}</td>"
-        out.append(f"<tr{cls}>{row}</tr>")
-    out.append("</table></div>")
-    return "\n".join(out)
+def _model_colors(t: Table) -> dict[str, str]:
+    models = [m for m in dict.fromkeys(r.model for r in t.rows) if m != HUMAN]
+    return {HUMAN: "#777777", **{m: f"C{i % 10}" for i, m in enumerate(models)}}
 
 
-def _bars(t: Table, keys: list[str], title: str) -> str:
+def _err(c: Cell) -> tuple[float, float]:
+    """Error bar half-widths: the 95% CI, else the seed sd, else the k-means seed range."""
+    if c.lo is not None and c.hi is not None and np.isfinite([c.lo, c.hi]).all():
+        return max(c.mean - c.lo, 0.0), max(c.hi - c.mean, 0.0)
+    if c.spread:
+        return c.spread, c.spread
+    if "kmeans_range" in c.info:
+        lo, hi = c.info["kmeans_range"]
+        return max(c.mean - lo, 0.0), max(hi - c.mean, 0.0)
+    return 0.0, 0.0
+
+
+def bars(t: Table, keys: list[str | None], title: str):
+    """Horizontal bars, one panel per metric, rows on a shared axis (Figure or None)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = [k for k in keys if k]
     rows = [r for r in t.rows if any(k in r.cells for k in keys)]
     if not rows or not keys:
-        return ""
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(rows) * len(keys) / 2 + 3), 3.6))
-    w = 0.8 / len(keys)
-    x = np.arange(len(rows))
-    for i, k in enumerate(keys):
-        vals = [r.cells[k].mean if k in r.cells else np.nan for r in rows]
-        err = [[(r.cells[k].mean - r.cells[k].lo) if k in r.cells and r.cells[k].lo is not None else 0 for r in rows],
-               [(r.cells[k].hi - r.cells[k].mean) if k in r.cells and r.cells[k].hi is not None else 0 for r in rows]]
-        err = np.nan_to_num(np.array(err, dtype=float))
-        ax.bar(x + i * w - 0.4 + w / 2, vals, w, yerr=err, capsize=2, label=k)
-    ax.set_xticks(x, [r.name for r in rows], rotation=60, ha="right", fontsize=8)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    return _fig_to_img(fig, title)
+        return None
+    colors = _model_colors(t)
+    width = min(MAX_WIDTH_IN, 2.4 + 2.2 * len(keys))
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(1, len(keys), figsize=(width, 0.24 * len(rows) + 1.5), sharey=True,
+                                 squeeze=False, layout="constrained")
+        y = np.arange(len(rows))
+        for ax, k in zip(axes[0], keys):
+            cells = [r.cells.get(k) for r in rows]
+            vals = [c.mean if c else np.nan for c in cells]
+            err = np.array([_err(c) if c else (0.0, 0.0) for c in cells]).T  # (2, rows)
+            ax.barh(y, vals, 0.7, xerr=err, color=[colors[r.model] for r in rows],
+                    error_kw={"lw": 0.8, "capsize": 2})
+            ax.set_title(_wrap(k), fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.grid(axis="x", alpha=0.3)
+        axes[0][0].set_yticks(y, [r.name for r in rows])
+        axes[0][0].invert_yaxis()
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
-def _scatter(t: Table, xkey: str | None, ykey: str | None, title: str) -> str:
+def scatter(t: Table, xkey: str | None, ykey: str | None, title: str, logy: bool = False):
+    """Diversity (x) against quality (y): marker = model, colour = decoder, legends outside the
+    axes, and the human reference as a labelled star (or a labelled line where it has only x)."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     if not xkey or not ykey:
-        return ""
-    pts = [(r.cells[xkey].mean, r.cells[ykey].mean, r.name) for r in t.rows
-           if xkey in r.cells and ykey in r.cells]
+        return None
+    pts = [r for r in t.rows if r.model != HUMAN and xkey in r.cells and ykey in r.cells]
     if not pts:
-        return ""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for xv, yv, name in pts:
-        ax.scatter(xv, yv, s=25)
-        ax.annotate(name, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(xkey)
-    ax.set_ylabel(ykey)
-    ax.set_title(title)
-    return _fig_to_img(fig, title)
+        return None
+    models = list(dict.fromkeys(r.model for r in pts))
+    decoders = sorted({r.decoder for r in pts})
+    cmap = plt.get_cmap("tab20")
+    dcol = {d: cmap(i % 20) for i, d in enumerate(decoders)}
+    mk = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
+    height = max(5.0, 0.19 * (len(models) + len(decoders)) + 2.2)
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(9.5, height), layout="constrained")
+        for r in pts:
+            cx, cy = r.cells[xkey], r.cells[ykey]
+            ax.errorbar(cx.mean, cy.mean, xerr=np.array(_err(cx))[:, None], yerr=np.array(_err(cy))[:, None],
+                        fmt=mk[r.model], color=dcol[r.decoder], ms=7, mec="black", mew=0.5,
+                        elinewidth=0.6, alpha=0.9)
+        human = next((r for r in t.rows if r.model == HUMAN and xkey in r.cells), None)
+        handles = [Line2D([], [], ls="", marker=mk[m], color="#555555", label=m) for m in models]
+        if human is not None and ykey in human.cells:
+            hx, hy = human.cells[xkey].mean, human.cells[ykey].mean
+            ax.scatter([hx], [hy], marker="*", s=260, color="black", zorder=5)
+            ax.annotate("human reference", (hx, hy), xytext=(12, 12), textcoords="offset points",
+                        fontsize=9, fontweight="bold", arrowprops={"arrowstyle": "-", "lw": 0.7})
+            handles.append(Line2D([], [], ls="", marker="*", ms=12, color="black", label="human reference"))
+        elif human is not None:
+            hx = human.cells[xkey].mean
+            ax.axvline(hx, color="black", ls="--", lw=1)
+            lo, hi = ax.get_xlim()
+            right = hx > (lo + hi) / 2  # put the label on the side of the line with room
+            ax.annotate(f"human reference (no {ykey.split('[')[0]})", (hx, 0.5),
+                        xycoords=("data", "axes fraction"), xytext=(-6 if right else 6, 0),
+                        textcoords="offset points", ha="right" if right else "left", va="center",
+                        rotation=90, fontsize=9, fontweight="bold")
+            handles.append(Line2D([], [], ls="--", color="black", label="human reference"))
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(_wrap(xkey, 60))
+        ax.set_ylabel(_wrap(ykey, 40))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        fig.legend(handles=handles, title="model", loc="outside right upper")
+        fig.legend(handles=[Line2D([], [], ls="", marker="o", color=dcol[d], mec="black", mew=0.5, label=d)
+                            for d in decoders], title="decoder", loc="outside right lower")
+    return fig
 
 
-def _dynamics(recs: list[dict]) -> str:
-    """Entropy (per readout scale), displacement and cosine to the committed embedding over
-    the updates a token receives in the tail: the paper's Figure 2 from our own traces."""
+def dynamics(t: Table):
+    """Entropy (per readout scale), displacement and cosine to the committed embedding over the
+    updates a token receives in the tail, pooled over a row's seeds: the paper's Figure 2 from
+    our own traces. Yields (row, Figure)."""
     import matplotlib.pyplot as plt
 
-    parts = []
-    for rec in recs:
-        traces = [s["info"]["trace"] for s in rec["samples"] if s.get("info", {}).get("trace")]
+    for r in t.rows:
+        traces = [s["info"]["trace"] for rec in r.records for s in rec["samples"]
+                  if (s.get("info") or {}).get("trace")]
         if not traces:
             continue
         curves: dict[str, list] = defaultdict(list)
@@ -120,16 +173,21 @@ def _dynamics(recs: list[dict]) -> str:
                 curves[f"entropy (scale {scale})"].extend(rows)
             curves["displacement / R"].extend(tr.get("displacement", []))
             curves["cos to committed"].extend(tr.get("cos_final", []))
-        fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2))
-        for ax, (name, rows) in zip(np.atleast_1d(axes), curves.items()):
-            arr = _ragged_mean(rows)
-            ax.plot(np.arange(1, len(arr) + 1), arr, marker="o", ms=3)
-            ax.set_xlabel("update in the tail")
-            ax.set_title(name, fontsize=9)
-        label = f"{rec['row']['model']} / {rec['row']['decoder']} seed {rec['spec']['seed']}"
-        fig.suptitle(label, fontsize=10)
-        parts.append(_fig_to_img(fig, f"maturation dynamics {label}"))
-    return "\n".join(parts)
+        curves = {k: v for k, v in curves.items() if v}
+        ncols = 2 if len(curves) == 4 else min(len(curves), 3)
+        nrows = -(-len(curves) // ncols)
+        with plt.rc_context(RC):
+            fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.5),
+                                     squeeze=False, layout="constrained")
+            for ax in axes.flat[len(curves):]:
+                ax.set_visible(False)
+            for ax, (name, rows) in zip(axes.flat, curves.items()):
+                arr = _ragged_mean(rows)
+                ax.plot(np.arange(1, len(arr) + 1), arr, marker="o", ms=3)
+                ax.set_xlabel("update in the tail")
+                ax.set_title(name)
+            fig.suptitle(f"{r.name} ({len(set(r.seeds))} seeds)", fontsize=10)
+        yield r, fig
 
 
 def _ragged_mean(rows: list[list[float]]) -> np.ndarray:
@@ -143,44 +201,83 @@ def _ragged_mean(rows: list[list[float]]) -> np.ndarray:
     return acc / np.maximum(cnt, 1)
 
 
-def _sweeps(t: Table) -> str:
-    """Maturation rows that differ in one parameter (tail_len, guidance, alpha_max)."""
+def sweeps(t: Table):
+    """Maturation rows that differ in one parameter (tail_len, guidance, alpha_max).
+    Yields (parameter, Figure)."""
     import matplotlib.pyplot as plt
 
     tm = [r for r in t.rows if "tail_len" in r.params]
-    keys = [k for k in (_pick(t.columns, r"^rep\[n=2.*word"), _pick(t.columns, r"^distinct\[n=2.*word"),
-                        _pick(t.columns, r"^loop")) if k]
-    out = []
+    keys = [k for k in (find_column(t.columns, "rep", n="2", unit=WORD),
+                        find_column(t.columns, "distinct", n="2", scope="corpus", unit=WORD),
+                        find_column(t.columns, "loop", n="3", unit=WORD)) if k]
     for param in ("tail_len", "guidance", "alpha_max"):
         groups = defaultdict(list)
         for r in (r for r in tm if param in r.params):
             rest = tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in (param, "trace")))
             groups[(r.model, rest)].append(r)
         for (model, _), rows in groups.items():
-            vals = sorted({r.params[param] for r in rows})
-            if len(vals) < 2 or not keys:
+            if len({r.params[param] for r in rows}) < 2 or not keys:
                 continue
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
-            for k in keys:
-                pts = sorted((r.params[param], r.cells[k].mean) for r in rows if k in r.cells)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
-            ax.set_xlabel(param)
-            ax.set_title(f"{model}: sweep over {param}", fontsize=10)
-            ax.legend(fontsize=7)
-            out.append(_fig_to_img(fig, f"sweep {param}"))
-    return "\n".join(out)
+            with plt.rc_context(RC):
+                fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
+                for k in keys:
+                    pts = sorted((r.params[param], r.cells[k].mean) for r in rows if k in r.cells)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
+                ax.set_xlabel(param)
+                ax.set_title(f"{model}: sweep over {param}")
+                ax.legend(loc="best")
+            yield param, fig
+
+
+def figures(t: Table) -> list[tuple[str, str, Any]]:
+    """Every plot of one quality table as (section, alt text, Figure)."""
+    c = t.columns
+    rep = [find_column(c, "rep", n=str(n), unit=WORD) for n in (2, 3, 4)] + [find_column(c, "loop", n="3", unit=WORD)]
+    div_key = find_column(c, "div", unit=WORD) or find_column(c, "distinct", n="2", scope="corpus", unit=WORD)
+    div = [find_column(c, "distinct", n="2", scope="corpus", unit=WORD), find_column(c, "div", unit=WORD),
+           find_column(c, "self_bleu", level="sentence", n="4", refs="all", unit=WORD)]
+    mauve = find_column(c, "mauve")
+    ppl = find_column(c, "gen_ppl", agg=("pooled", None))
+    out = [("rep", "repetition", bars(t, rep, "Repetition (lower is less repetitive)")),
+           ("rep", "diversity", bars(t, div, "Diversity (distinct-2 and div: higher is more diverse; "
+                                            "Self-BLEU: lower is)")),
+           ("mauve", "MAUVE", bars(t, [mauve], "MAUVE against the human continuations")),
+           ("qd", "diversity against generation perplexity",
+            scatter(t, div_key, ppl, "Diversity against generation perplexity (closer to human is "
+                                     "better)", logy=True)),
+           ("qd", "diversity against MAUVE", scatter(t, div_key, mauve, "Diversity against MAUVE"))]
+    out += [("dyn", f"maturation dynamics {r.name}", fig) for r, fig in dynamics(t)]
+    out += [("sweep", f"sweep over {p}", fig) for p, fig in sweeps(t)]
+    return [(s, a, f) for s, a, f in out if f is not None]
+
+
+SECTIONS = {
+    "rep": ("Repetition and diversity", "Error bars: 95% bootstrap CI over prompts where the metric "
+            "has per-prompt values, otherwise ± sd over seeds."),
+    "mauve": ("MAUVE", "Error bars: ± sd over generation seeds, or with one seed the range over "
+              "k-means seeds. The n per side is in the table; below 500 MAUVE is unreliable (†)."),
+    "qd": ("Quality against diversity", "Marker = model, colour = decoder; error bars as in the "
+           "table. The human continuation is the reference point."),
+    "dyn": ("Maturation dynamics", "Mean over committed tokens and seeds; index i is the i-th "
+            "update a token received in the liquid tail."),
+    "sweep": ("Tail-length, guidance and alpha sweeps", ""),
+}
 
 
 def _samples(recs: list[dict], prompt_index: int = 0) -> str:
+    first = {}
+    for rec in recs:
+        sp = rec["spec"]
+        k = (sp["model"]["name"], sp["decoder"]["label"])
+        if k not in first or sp["seed"] < first[k]["spec"]["seed"]:
+            first[k] = rec
     rows, prompt = [], None
-    for rec in sorted(recs, key=lambda r: (r["row"]["model"] != "human", r["row"]["model"], r["row"]["decoder"])):
-        if rec["spec"]["seed"] != min(r["spec"]["seed"] for r in recs if r["row"] == rec["row"]):
-            continue
+    for (model, label), rec in sorted(first.items(), key=lambda kv: (kv[0][0] != HUMAN, kv[0])):
         s = next((s for s in rec["samples"] if s["prompt_index"] == prompt_index), None)
         if s is None:
             continue
         prompt = s["prompt_text"]
-        rows.append(f"<tr><td>{html.escape(rec['row']['model'])}</td><td>{html.escape(rec['row']['decoder'])}</td>"
+        rows.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(label)}</td>"
                     f"<td class='sample'>{html.escape(s['text'])}</td></tr>")
     if not rows:
         return ""
@@ -208,55 +305,42 @@ def _environment(recs: list[dict]) -> str:
     return f"<ul>{''.join(items)}</ul>" + (f"<p>Judges and featurizers:</p><ul>{jl}</ul>" if jl else "")
 
 
+def _plots(t: Table) -> str:
+    by_section: dict[str, list[str]] = defaultdict(list)
+    for section, alt, fig in figures(t):
+        by_section[section].append(_img(fig, alt))
+    out = []
+    for section, imgs in by_section.items():
+        head, note = SECTIONS[section]
+        out.append(f"<h2>{head}</h2>" + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
+                   + "\n".join(imgs))
+    return "".join(out)
+
+
 def build_report(root: Path, dest: Path, suite: str | None = None, reference: str = "greedy") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    tables = build_tables(root, suite, warn=lambda m: None, reference=reference)
+    recs = [rec for _, rec in iter_records(root, warn=lambda m: None)
+            if suite is None or rec["spec"]["suite"]["name"] == suite]
+    tables = tables_from_records(recs, reference)
     if not tables:
         raise ValueError(f"no run records under {root}" + (f" for suite {suite!r}" if suite else ""))
-    recs_by = defaultdict(list)
-    for _, rec in iter_records(root, warn=lambda m: None):
-        s = rec["spec"]["suite"]
-        recs_by[(s["name"], s["version"])].append(rec)
-    newest = max((r["created"] for rs in recs_by.values() for r in rs), default="?")
+    newest = max((r["created"] for r in recs), default="?")
     body = [f"<h1>tmbench report</h1><p class='note'>Generated by <code>tmbench report</code> from run "
-            f"records (newest {html.escape(newest)}); regenerate, do not edit.</p>"]
+            f"records (newest {html.escape(newest)}); regenerate, do not edit. Click a column header "
+            "to sort, type in the boxes to filter; the address keeps the view.</p>"]
     for t in tables:
+        head = f"{html.escape(t.suite)} v{t.version}"
         if t.fingerprint:
-            body.append(f"<h2>{html.escape(t.suite)} v{t.version}: throughput (machine {html.escape(t.fingerprint)})</h2>")
-            body.append("<p class='note'>Only rows measured on this machine fingerprint are compared here.</p>")
-            body.append(table_html(t))
+            body.append(f"<h2>{head}: throughput (machine {html.escape(t.fingerprint)})</h2>" + table_html(t))
             continue
-        recs = recs_by[(t.suite, t.version)]
-        cols = t.columns
-        body.append(f"<h2>{html.escape(t.suite)} v{t.version}: leaderboard</h2>")
-        body.append("<p class='note'>Mean [95% bootstrap CI over prompts]; bold with * = differs from the same "
-                    f"model's {html.escape(reference)} row (paired bootstrap over prompts).</p>")
-        body.append(table_html(t))
-        rep = [_pick(cols, rf"^rep\[n={n},.*unit=word") for n in (2, 3, 4)] + [_pick(cols, r"^loop")]
-        div = [_pick(cols, r"^distinct\[n=2.*word"), _pick(cols, r"^diversity"), _pick(cols, r"^self_bleu")]
-        body.append("<h2>Repetition and diversity</h2>" + _bars(t, rep, "repetition (lower is less repetitive)")
-                    + _bars(t, div, "diversity"))
-        mauve_key = _pick(cols, r"^mauve")
-        if mauve_key:
-            body.append("<h2>MAUVE</h2><p class='note'>Error bars: 95% interval over k-means seeds and "
-                        "prompts as recorded.</p>" + _bars(t, [mauve_key], "MAUVE"))
-        div_key = _pick(cols, r"^diversity") or _pick(cols, r"^distinct\[n=2")
-        q_key = mauve_key or _pick(cols, r"^gen_ppl")
-        body.append("<h2>Quality against diversity</h2>" + _scatter(t, div_key, q_key, "quality vs diversity"))
-        dyn = _dynamics(recs)
-        if dyn:
-            body.append("<h2>Maturation dynamics</h2><p class='note'>Mean over committed tokens; index i is "
-                        "the i-th update a token received in the liquid tail.</p>" + dyn)
-        sw = _sweeps(t)
-        if sw:
-            body.append("<h2>Tail-length, guidance and alpha sweeps</h2>" + sw)
-        body.append("<h2>Samples</h2>" + _samples(recs))
-        body.append("<h2>Environment</h2>" + _environment(recs))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tmbench report</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    atomic_write_text(dest, page)
+        srecs = [r for r in recs if (r["spec"]["suite"]["name"], r["spec"]["suite"]["version"]) == (t.suite, t.version)]
+        body.append(f"<h2>{head}: leaderboard</h2>" + table_html(t))
+        body.append(_plots(t))
+        body.append("<h2>Samples</h2>" + _samples(srecs))
+        body.append("<h2>Environment</h2>" + _environment(srecs))
+    atomic_write_text(dest, page_html("tmbench report", "".join(body)))
     return dest
 
 
@@ -276,4 +360,4 @@ def _cmd_report(args) -> int:
     return 0
 
 
-__all__ = ["build_report", "add_report_cli", "fmt"]
+__all__ = ["build_report", "add_report_cli", "figures", "fmt"]

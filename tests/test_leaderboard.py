@@ -1,0 +1,253 @@
+"""Leaderboard rows, cells and rendering on hand-made run records (no models are loaded)."""
+
+import ast
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tmbench.leaderboard import build_tables, headline, to_markdown, write_leaderboards
+from tmbench.results import SCHEMA_VERSION, run_dir, run_key, write_record
+
+TMBENCH = Path(__file__).resolve().parents[1] / "tmbench"
+
+
+def score(value, per_sample=None, meta=None, hib=None, metric="test"):
+    return {"value": value, "per_sample": per_sample, "higher_is_better": hib, "meta": meta or {},
+            "metric": metric}
+
+
+def make_record(metrics, *, model="m1", weights="w1", decoder="nucleus", label="nucleus-0.95",
+                params=None, defaults=None, seed=0, n=4, max_new_tokens=8, batch_size=4,
+                order=None, judges=None):
+    """A minimal record; ``metrics(order, seed)`` gives its scores for samples in ``order``."""
+    order = list(range(n)) if order is None else order
+    decoder_spec = {"name": decoder, "label": label, "params": params or {"p": 0.95}}
+    if defaults is not None:
+        decoder_spec["defaults"] = defaults
+    spec = {"suite": {"name": "t", "version": 1}, "prompts": {"hash": f"set{n}", "n": n, "samples_per_prompt": 1},
+            "model": {"name": model, "kind": "ar", "content_hash": weights}, "decoder": decoder_spec,
+            "seed": seed, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+            "dtype": "float32", "device_type": "cpu"}
+    samples = [{"prompt_index": i, "seed": seed, "prompt_text": f"prompt {i}", "prompt_ids": [],
+                "text": f"text {i}", "token_ids": [], "reference_text": f"ref {i}", "info": {}} for i in order]
+    return {"spec": spec, "metrics": metrics(order, seed), "samples": samples,
+            "judges": judges or {"j": {"name": "j", "content_hash": "jh"}}, "created": f"2026-01-01T00:00:0{seed}Z",
+            "environment": {"fingerprint": {"id": "fp"}},
+            "protocol": {"rng": "one torch.Generator per prompt, seeded from seed and prompt position"}}
+
+
+def write(root, *records):
+    for rec in records:
+        key = run_key(rec["spec"])
+        write_record(run_dir(root, "t", 1, key) / "record.json",
+                     {"schema_version": SCHEMA_VERSION, "key": key, **rec})
+    return root
+
+
+def per_prompt(fn, key="len"):
+    """Scores whose per-sample value is ``fn(prompt_index, seed)``; the record value is a
+    deliberately different number (a pooled figure must not be averaged into the cell)."""
+    return lambda order, seed: {key: score(-1.0, [fn(i, seed) for i in order])}
+
+
+def table(root, **kw):
+    return build_tables(root, warn=lambda m: pytest.fail(m), **kw)[0]
+
+
+def by_decoder(t):
+    return {r.decoder: r for r in t.rows}
+
+
+def test_rows_pool_only_comparable_records(tmp_path):
+    ones = per_prompt(lambda i, s: 1.0)
+    root = write(tmp_path,
+                 make_record(ones, n=16, seed=0), make_record(ones, n=16, seed=1),
+                 make_record(per_prompt(lambda i, s: 2.0), n=4, seed=0),
+                 make_record(ones, n=16, seed=0, max_new_tokens=32),
+                 make_record(ones, n=16, seed=0, weights="w2"),
+                 make_record(ones, n=16, seed=2, judges={"j": {"name": "j", "content_hash": "other"}}))
+    rows = by_decoder(table(root))
+    assert set(rows) == {"nucleus-0.95", "nucleus-0.95 (n=4)", "nucleus-0.95 (max_new_tokens=32)",
+                         "nucleus-0.95 (weights=w2)", "nucleus-0.95 (judge j=other)"}
+    main = rows["nucleus-0.95"]
+    assert main.seeds == [0, 1] and main.cells["len"].n == 16 and main.cells["len"].mean == 1.0
+    small = rows["nucleus-0.95 (n=4)"]
+    assert small.cells["len"].n == 4 and small.cells["len"].mean == 2.0
+    md = to_markdown(table(root))
+    assert "| m1 | nucleus-0.95 (n=4) | " in md and "| 4 | 8 |" in md  # n and max_new_tokens columns
+
+
+def test_cell_mean_and_interval_come_from_per_prompt_means(tmp_path):
+    values = {0: [1, 2, 3, 4], 1: [3, 4, 5, 6]}  # by seed, by prompt
+    root = write(tmp_path, make_record(per_prompt(lambda i, s: values[s][i]), seed=0),
+                 make_record(per_prompt(lambda i, s: values[s][i]), seed=1, order=[3, 1, 0, 2]))
+    cell = table(root).rows[0].cells["len"]
+    assert cell.per_prompt == {0: 2.0, 1: 3.0, 2: 4.0, 3: 5.0}  # aligned by prompt_index, not position
+    assert cell.mean == 3.5 and cell.lo <= 3.5 <= cell.hi and cell.n == 4 and cell.seeds == 2
+
+
+def test_interval_does_not_depend_on_other_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=(2, 12))
+
+    def rec(model):
+        return make_record(per_prompt(lambda i, s: float(vals[s][i])), model=model, n=12)
+
+    alone = table(write(tmp_path / "a", rec("b-model"))).rows[0].cells["len"]
+    t = table(write(tmp_path / "b", rec("a-model"), rec("b-model")))
+    with_other = {r.model: r for r in t.rows}["b-model"].cells["len"]
+    assert (alone.lo, alone.hi) == (with_other.lo, with_other.hi)
+
+
+def test_pooled_perplexity_is_the_token_weighted_ratio(tmp_path):
+    nll = {0: [2.0, 4.0, 6.0, 8.0], 1: [1.0, 1.0, 1.0, 1.0]}
+    tokens = {0: [1, 2, 3, 4], 1: [1, 1, 1, 1]}
+
+    def metrics(order, seed):
+        a, b = [nll[seed][i] for i in order], [tokens[seed][i] for i in order]
+        per = [math.exp(x / y) for x, y in zip(a, b)]
+        meta = {"per_sample_nll": a, "per_sample_tokens": b}
+        return {"gen_ppl[agg=pooled,judge=j]": score(math.exp(sum(a) / sum(b)), per, meta),
+                "gen_ppl[agg=sample-mean,judge=j]": score(float(np.mean(per)), per, meta)}
+
+    root = write(tmp_path, make_record(metrics, seed=0), make_record(metrics, seed=1, order=[2, 0, 3, 1]))
+    cells = table(root).rows[0].cells
+    cell = cells["gen_ppl[agg=pooled,judge=j]"]
+    assert cell.kind == "ratio" and cell.mean == pytest.approx(math.exp(24 / 14))
+    assert cell.lo < cell.mean < cell.hi
+    # a key that names its own aggregation keeps it: mean of per-prompt means of exp(NLL_i / T_i)
+    mean = cells["gen_ppl[agg=sample-mean,judge=j]"]
+    expect = np.mean([(math.exp(nll[0][i] / tokens[0][i]) + math.e) / 2 for i in range(4)])
+    assert mean.kind == "prompt" and mean.mean == pytest.approx(expect)
+
+
+def test_corpus_level_metric_shows_mean_and_seed_spread(tmp_path):
+    def metrics(order, seed):
+        return {"distinct[n=2,scope=corpus,unit=word]": score(0.5 + 0.2 * seed, None, hib=True)}
+
+    root = write(tmp_path, make_record(metrics, seed=0), make_record(metrics, seed=1))
+    t = table(root)
+    cell = t.rows[0].cells["distinct[n=2,scope=corpus,unit=word]"]
+    assert cell.mean == pytest.approx(0.6) and cell.spread == pytest.approx(0.2 / math.sqrt(2))
+    assert "0.600 ± 0.141" in to_markdown(t)
+
+
+def test_headline_columns_select_by_family_and_preferred_params():
+    new = ["rep[n=2,unit=wordpunct]", "rep[n=2,unit=word]", "rep[n=2,unit=token]",
+           "self_bleu[level=corpus,n=4,refs=all,unit=wordpunct]",
+           "self_bleu[level=sentence,n=4,refs=all,unit=wordpunct]",
+           "self_bleu[level=sentence,n=4,refs=prompt,unit=wordpunct]",
+           "heldout_ppl[corpus=bbc-test,unit=token]", "heldout_ppl[corpus=bbc-test,unit=wordpunct]",
+           "heldout_ppl[corpus=bbc-test,unit=byte]", "bits_per_byte[corpus=bbc-test]",
+           "gen_ppl[judge=j]", "gen_ppl[agg=pooled,judge=j]", "gen_ppl[judge=k]"]
+    assert headline(new) == ["rep[n=2,unit=wordpunct]", "self_bleu[level=sentence,n=4,refs=all,unit=wordpunct]",
+                             "self_bleu[level=corpus,n=4,refs=all,unit=wordpunct]",
+                             "gen_ppl[agg=pooled,judge=j]", "gen_ppl[judge=k]",
+                             "heldout_ppl[corpus=bbc-test,unit=wordpunct]", "bits_per_byte[corpus=bbc-test]"]
+    old = ["heldout_ppl[corpus=c,unit=token]", "heldout_ppl[corpus=c,unit=word]", "rep[n=2,unit=word]"]
+    assert headline(old) == ["rep[n=2,unit=word]", "heldout_ppl[corpus=c,unit=word]"]
+
+
+def test_mauve_cells_show_n_spread_and_reliability(tmp_path):
+    def mauve(meta):
+        return lambda order, seed: {"mauve[c=5,featurizer=f]": score(0.85, None, meta, hib=True, metric="mauve")}
+
+    root = write(tmp_path,
+                 make_record(mauve({"n": 16, "buckets": 2, "std": 0.05, "min": 0.8, "max": 0.9}), label="small"),
+                 make_record(mauve({"n": 800, "reliable": True, "std": 0.01, "min": 0.84, "max": 0.86}), label="big"),
+                 make_record(mauve({"n": 800, "reliable": False}), label="flagged"),
+                 make_record(mauve({"n_p_human": 600, "n_q_model": 700}), label="old-meta"))
+    t = table(root)
+    md = to_markdown(t)
+    rows = by_decoder(t)
+    text = {d: md.split(f"| m1 | {d} |", 1)[1].split("\n", 1)[0] for d in rows}
+    assert "0.850 (n=16, k-means sd 0.050) †" in text["small"]
+    assert "(n=800, k-means sd 0.010)" in text["big"] and "†" not in text["big"]
+    assert "†" in text["flagged"] and "n=600" in text["old-meta"] and "†" not in text["old-meta"]
+    assert "\n`†` unreliable" in md
+
+
+def test_self_judged_cells_are_marked(tmp_path):
+    def metrics(self_judged):  # judge identity only (an old record), and meta that says so
+        return lambda order, seed: {
+            "gen_ppl[judge=m1]": score(5.0, [5.0] * len(order)),
+            "coherence[def=judge-logprob,judge=m1]": score(-1.0, [-1.0] * len(order),
+                                                            {"self_judged": self_judged})}
+
+    same = {"m1": {"name": "m1", "content_hash": "w1"}}
+    root = write(tmp_path, make_record(metrics(True), judges=same),
+                 make_record(metrics(False), model="m2", weights="w2", judges=same))
+    t = table(root)
+    rows = {r.model: r for r in t.rows}
+    assert all("self_judged" in c.flags for c in rows["m1"].cells.values())
+    assert not any(c.flags for c in rows["m2"].cells.values())
+    md = to_markdown(t)
+    assert md.split("| m1 |", 1)[1].split("\n")[0].count("§") == 2
+    assert "`§` self-judged" in md
+
+
+def test_caption_names_common_random_numbers_and_row_sizes(tmp_path):
+    md = to_markdown(table(write(tmp_path, make_record(per_prompt(lambda i, s: 1.0)))))
+    assert "common random numbers" in md and "nucleus-0.95 and typical-0.95" in md
+    head = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert head.startswith("| model | decoder | params | seeds | n | max_new_tokens |")
+
+
+def test_params_are_rendered_from_the_recorded_defaults(tmp_path):
+    one = per_prompt(lambda i, s: 1.0)
+    params = {"p": 0.95, "temperature": 1.0}
+    root = write(tmp_path,
+                 make_record(one, label="a", params=params, defaults={"p": 0.9, "temperature": 1.0}),
+                 make_record(one, label="b", params=params),  # no defaults recorded: show all
+                 make_record(one, label="c", decoder="not_installed_plugin", params=params))
+    md = to_markdown(table(root))
+    assert "| m1 | a | p=0.95 |" in md
+    assert "| m1 | b | p=0.95, temperature=1.0 |" in md
+    assert "| m1 | c | p=0.95, temperature=1.0 |" in md
+
+
+def test_paired_comparison_only_against_the_same_setup(tmp_path):
+    vals = per_prompt(lambda i, s: float(i))
+    root = write(tmp_path, make_record(vals, decoder="greedy", label="greedy", n=16),
+                 make_record(vals, n=4), make_record(vals, n=16))
+    rows = by_decoder(table(root))
+    assert rows["nucleus-0.95"].reference == "m1 / greedy"
+    assert rows["nucleus-0.95 (n=4)"].reference is None and not rows["nucleus-0.95 (n=4)"].paired
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_table_modules_import_one_way():
+    """results -> cells -> aggregate -> render -> leaderboard / report, with no import back up (also not
+    inside functions), and no live registry."""
+    order = ["tmbench.results", "tmbench.cells", "tmbench.aggregate", "tmbench.render",
+             "tmbench.leaderboard", "tmbench.report"]
+    for i, mod in enumerate(order):
+        got = {m for m in _imports(TMBENCH / f"{mod.split('.')[1]}.py") if m.startswith("tmbench.")}
+        later = set(order[i + 1:]) | ({"tmbench.leaderboard"} if mod == "tmbench.report" else set())
+        assert not got & later, f"{mod} imports {sorted(got & later)}"
+        assert "tmbench.registry" not in got, f"{mod} reads the live registry"
+
+
+def test_html_table_is_explorable_and_self_contained(tmp_path):
+    def metrics(order, seed):
+        return {"rep[n=2,unit=word]": score(0.1, [0.1 + i for i in order], hib=False),
+                "seq_rep[n=2,unit=word]": score(0.2, [0.2] * len(order), hib=False)}
+
+    root = write(tmp_path / "runs", make_record(metrics, seed=0), make_record(metrics, seed=1))
+    page = next(p for p in write_leaderboards(root, tmp_path / "lb") if p.suffix == ".html").read_text()
+    assert "<script>" in page and "src=" not in page and "http" not in page
+    assert 'data-col="rep[n=2,unit=word]"' in page and 'data-filter="model"' in page
+    assert 'data-filter="decoder"' in page and "data-toggle" in page
+    assert 'class="x"' in page  # the non-headline column, hidden until toggled
+    assert 'title="mean of 4 per-prompt means (2 seeds averaged per prompt); 95% bootstrap CI' in page

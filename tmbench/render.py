@@ -1,0 +1,406 @@
+"""Leaderboard tables as Markdown, CSV and HTML, rendered from :mod:`tmbench.aggregate` tables
+alone: what a table shows (labels, decoder defaults, judges) comes from the records, never from
+the live registries, so an old record renders the same on any machine, with or without a plugin.
+
+The HTML table is explorable offline (one small inline script, nothing fetched): click a header
+to sort, type in the model/decoder boxes to filter, a button shows the non-headline columns, and
+every cell's title gives its interval, n and seeds. The page state lives in the URL fragment:
+``page.html#sort=<column>&desc=1&model=<text>&decoder=<text>&all=1`` (``filter=<text>`` matches
+model or decoder).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import re
+from typing import Any
+
+from tmbench.aggregate import N_BOOT, Cell, Paired, Row, Table, parse_key
+from tmbench.results import canonical
+
+WORD = ("wordpunct", "word")  # the metrics' word unit: the new name first, the old one accepted
+# Headline columns, in order: (metric family, {param: accepted values, preferred first}). None
+# accepts the parameter's absence. Keys that differ only in an accepted value show once, the
+# preferred one; keys that differ in anything unconstrained (another judge) each show.
+HEADLINE: list[tuple[str, dict[str, tuple]]] = [
+    ("rep", {"n": ("2",), "unit": WORD}), ("rep", {"n": ("4",), "unit": WORD}),
+    ("loop", {"n": ("3",), "unit": WORD}),
+    ("distinct", {"n": ("2",), "scope": ("corpus",), "unit": WORD}), ("div", {"unit": WORD}),
+    ("self_bleu", {"level": ("sentence",), "n": ("4",), "refs": ("all",), "unit": WORD}),
+    ("self_bleu", {"level": ("corpus",), "n": ("4",), "refs": ("all",), "unit": WORD}),
+    ("zipf", {"unit": WORD}),
+    ("coherence", {"def": ("embed-cos",)}), ("coherence", {"def": ("judge-logprob",)}),
+    ("mauve", {}), ("gen_ppl", {"agg": ("pooled", None)}),
+    ("heldout_ppl", {"unit": WORD}), ("bits_per_byte", {}),
+    ("k1_agree", {"mode": ("position",)}), ("agree_front_argmax", {}),
+    ("entropy_final", {"scale": ("20",)}),
+    ("tokens_per_s", {}), ("ttft_ms", {"q": ("50",)}), ("step_ms", {"q": ("50",)}), ("peak_mem_mb", {}),
+]
+MARKS = {"significant": "*", "unreliable": "†", "self_judged": "§"}
+FIXED = ["model", "decoder", "params", "seeds", "n", "max_new_tokens"]
+
+
+def _rank(params: dict[str, str], want: dict[str, tuple]) -> tuple | None:
+    rank = []
+    for p, accepted in want.items():
+        v = params.get(p)
+        if v not in accepted:
+            return None
+        rank.append(accepted.index(v))
+    return tuple(rank)
+
+
+def find_columns(columns: list[str], family: str, **want: Any) -> list[str]:
+    """The columns of ``family`` matching ``want`` (a value or a tuple of accepted values,
+    preferred first), one per unconstrained variant."""
+    want = {k: v if isinstance(v, tuple) else (v,) for k, v in want.items()}
+    best: dict[str, tuple[tuple, str]] = {}
+    for c in columns:
+        fam, params = parse_key(c)
+        rank = _rank(params, want) if fam == family else None
+        if rank is None:
+            continue
+        sig = canonical({k: v for k, v in params.items() if k not in want})
+        if sig not in best or rank < best[sig][0]:
+            best[sig] = (rank, c)
+    chosen = {c for _, c in best.values()}
+    return [c for c in columns if c in chosen]
+
+
+def find_column(columns: list[str], family: str, **want: Any) -> str | None:
+    found = find_columns(columns, family, **want)
+    return found[0] if found else None
+
+
+def headline(columns: list[str]) -> list[str]:
+    out: list[str] = []
+    for family, want in HEADLINE:
+        out += [c for c in find_columns(columns, family, **want) if c not in out]
+    return out or columns
+
+
+# ---- cells -------------------------------------------------------------------------------------
+
+def fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    a = abs(x)
+    if a != 0 and (a >= 1e5 or a < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.4g}" if a >= 100 else f"{x:.3f}"
+
+
+def _has_ci(c: Cell) -> bool:
+    return c.lo is not None and c.hi is not None and not (math.isnan(c.lo) or math.isnan(c.hi))
+
+
+def marks(c: Cell | None, p: Paired | None = None) -> str:
+    if c is None:
+        return ""
+    got = [MARKS["significant"]] if p is not None and p.significant else []
+    got += [MARKS[f] for f in ("unreliable", "self_judged") if f in c.flags]
+    return "".join(got)
+
+
+def cell_text(c: Cell | None, p: Paired | None = None) -> str:
+    if c is None:
+        return "–"
+    s = fmt(c.mean)
+    if _has_ci(c):
+        s += f" [{fmt(c.lo)}, {fmt(c.hi)}]"
+    elif c.spread:  # several seeds that disagree; identical seeds need no ± 0
+        s += f" ± {fmt(c.spread)}"
+    extra = []
+    if "n" in c.info:
+        extra.append(f"n={c.info['n']}")
+    if "kmeans_sd" in c.info:
+        extra.append(f"k-means sd {fmt(c.info['kmeans_sd'])}")
+    if extra:
+        s += f" ({', '.join(extra)})"
+    m = marks(c, p)
+    return f"{s} {m}" if m else s
+
+
+def cell_title(c: Cell, p: Paired | None = None, runs: bool = False) -> str:
+    """Everything behind a cell, for the HTML title attribute."""
+    seeds = f"{c.seeds} seed{'s' if c.seeds != 1 else ''}"
+    if runs:
+        out = [f"mean over {c.n} run{'s' if c.n != 1 else ''}"]
+    elif c.kind == "prompt":
+        out = [f"mean of {c.n} per-prompt means ({seeds} averaged per prompt)"]
+    elif c.kind == "ratio":
+        out = [f"pooled over tokens: exp(total NLL / total tokens) over {c.n} prompts x {seeds}"]
+    else:
+        out = [f"corpus-level value over n = {c.n} prompts; mean over {seeds}"]
+    if _has_ci(c):
+        out.append(f"95% bootstrap CI over prompts [{fmt(c.lo)}, {fmt(c.hi)}]")
+    if c.spread is not None:
+        out.append(f"sd over {'runs' if runs else 'seeds'} {fmt(c.spread)}")
+    if "n" in c.info:
+        out.append(f"MAUVE n = {c.info['n']} per side")
+    if "buckets" in c.info:
+        out.append(f"buckets {c.info['buckets']}")
+    if "kmeans_range" in c.info:
+        lo, hi = c.info["kmeans_range"]
+        out.append(f"k-means seeds sd {fmt(c.info.get('kmeans_sd'))}, range {fmt(lo)}–{fmt(hi)}")
+    if p is not None:
+        out.append(f"vs reference: {fmt(p.diff)} [{fmt(p.lo)}, {fmt(p.hi)}] over {p.n} prompts")
+    if "unreliable" in c.flags:
+        out.append("unreliable (see †)")
+    if "self_judged" in c.flags:
+        out.append("judged by the generator itself (see §)")
+    return "; ".join(out)
+
+
+def shown_params(r: Row) -> dict[str, Any]:
+    """Settings that differ from the decoder's defaults as recorded in the run; every setting
+    when the record names no defaults."""
+    if r.defaults is None:
+        return dict(r.params)
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return {k: v for k, v in r.params.items() if k not in r.defaults or norm(r.defaults[k]) != norm(v)}
+
+
+def params_text(p: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) or "defaults"
+
+
+def _fixed(t: Table, r: Row) -> list[str]:
+    n = len(r.records) if t.fingerprint else r.n_prompts
+    mnt = r.max_new_tokens
+    return [r.model, r.decoder, params_text(shown_params(r)), str(len(set(r.seeds))), str(n),
+            "–" if mnt is None else str(mnt)]
+
+
+# ---- captions -----------------------------------------------------------------------------------
+
+def title(t: Table) -> str:
+    head = f"{t.suite} v{t.version}"
+    return head + (f" — throughput, machine {t.fingerprint}" if t.fingerprint else "")
+
+
+def caption(t: Table, shown: list[str]) -> str:
+    more = "" if shown == t.columns else f" Headline columns; all {len(t.columns)} metrics are in the CSV."
+    if t.fingerprint:
+        mem = t.facts.get("memory") or []
+        mem_text = (f" peak_mem_mb is what each run recorded (measure: {', '.join(mem)})." if mem else "")
+        return ("Mean ± sd over runs (batches and seeds), only runs on this machine fingerprint: "
+                "timings from different machines are not comparable. n = runs; max_new_tokens = "
+                f"continuation length.{mem_text}{more}")
+    rng = "; ".join(t.facts.get("rng") or []) or "one random stream per prompt and seed"
+    return (f"Mean [95% bootstrap CI over prompts]: per-prompt means over seeds, then {N_BOOT} "
+            "bootstrap resamples of the prompts (stream seeded from the row and metric). Perplexities "
+            "pooled over tokens (gen_ppl = exp(total NLL / total tokens) where recorded) resample "
+            "prompts the same way. Corpus-level metrics without per-prompt values show mean ± sd over "
+            "seeds. Behind each row: n prompts x seeds, continuations of up to max_new_tokens tokens; "
+            "a row pools only runs with the same prompts, length, model weights, decoder settings, "
+            "dtype, device and judges, and a label in parentheses says how rows of one name differ. "
+            "params = settings that differ from the decoder's defaults as recorded in the run. "
+            f"Sampling decoders use common random numbers ({rng}), the same streams for every "
+            "decoder: decoders that keep the same candidate tokens give identical samples on the same "
+            f"model (e.g. nucleus-0.95 and typical-0.95).{more}")
+
+
+def footnotes(t: Table, shown: list[str]) -> list[str]:
+    used = set("".join(marks(r.cells.get(c), r.paired.get(c)) for r in t.rows for c in shown))
+    ref = t.facts.get("reference", "greedy")
+    notes = {
+        "*": f"differs from the same model's {ref} row (paired bootstrap over prompts, 95%)",
+        "†": "unreliable: MAUVE from fewer than 500 samples per side (its authors use 5,000; the "
+             "cell shows n and the sd over k-means seeds), or a score its metric marked unreliable",
+        "§": "self-judged: the judge is the generator itself, which favours its own text",
+    }
+    return [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
+
+
+# ---- Markdown and CSV ---------------------------------------------------------------------------
+
+def to_markdown(t: Table, all_columns: bool = False) -> str:
+    cols = t.columns if all_columns else headline(t.columns)
+    head = FIXED + [f"{c} {t.arrows.get(c, '')}".strip() for c in cols]
+    lines = [f"### {title(t)}", "", caption(t, cols), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in t.rows:
+        cells = _fixed(t, r) + [cell_text(r.cells.get(c), r.paired.get(c)) for c in cols]
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    notes = footnotes(t, cols)
+    if notes:
+        lines += [""] + [f"{n}." if i == len(notes) - 1 else f"{n};" for i, n in enumerate(notes)]
+    return "\n".join(lines) + "\n"
+
+
+CSV_HEADER = ["suite", "version", "fingerprint", "model", "decoder", "decoder_name", "params",
+              "seeds", "n_prompts", "max_new_tokens", "metric", "direction", "aggregation", "mean",
+              "ci_low", "ci_high", "seed_sd", "n", "flags", "reference", "diff_vs_reference",
+              "diff_ci_low", "diff_ci_high", "significant"]
+
+
+def to_csv(t: Table, header: bool = True) -> str:
+    """One line per cell with every resolved parameter; all metrics, headline or not."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(CSV_HEADER)
+    num = lambda x: "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(x)  # noqa: E731
+    for r in t.rows:
+        for c in t.columns:
+            cell = r.cells.get(c)
+            if cell is None:
+                continue
+            p = r.paired.get(c)
+            pc = [r.reference or "", "", "", "", ""] if p is None else [
+                r.reference, repr(p.diff), repr(p.lo), repr(p.hi), p.significant]
+            w.writerow([t.suite, t.version, t.fingerprint or "", r.model, r.decoder, r.decoder_name,
+                        canonical(r.params), len(set(r.seeds)), r.n_prompts,
+                        "" if r.max_new_tokens is None else r.max_new_tokens, c, t.arrows.get(c, ""),
+                        "runs" if t.fingerprint else cell.kind, repr(cell.mean), num(cell.lo),
+                        num(cell.hi), num(cell.spread), cell.n, " ".join(sorted(cell.flags))] + pc)
+    return buf.getvalue()
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 6px;vertical-align:top}
+th{background:#f3f3f3;position:sticky;top:0}tr.human td{background:#f7fbff}td.sig{font-weight:600}
+table.lb th{cursor:pointer;user-select:none}table.lb th[aria-sort=ascending]::after{content:" \\25B2"}
+table.lb th[aria-sort=descending]::after{content:" \\25BC"}table.lb:not(.all) .x{display:none}
+tr[hidden]{display:none}.controls{margin:.6em 0 .2em;font-size:13px}.controls input{margin-right:1em}
+.scroll{overflow-x:auto}.sample{white-space:pre-wrap;max-width:60em}img{max-width:100%;margin:.5em 0}
+.note{color:#555;font-size:12px}code{background:#f3f3f3;padding:0 3px}"""
+
+SCRIPT = """(function () {
+  var state = {sort: null, desc: false, model: "", decoder: "", filter: "", all: false};
+  function readHash() {
+    var q = new URLSearchParams(location.hash.replace(/^#/, ""));
+    state.sort = q.get("sort");
+    state.desc = q.get("desc") === "1" || q.get("dir") === "desc";
+    state.model = q.get("model") || "";
+    state.decoder = q.get("decoder") || "";
+    state.filter = q.get("filter") || "";
+    state.all = q.get("all") === "1";
+  }
+  function writeHash() {
+    var q = new URLSearchParams();
+    if (state.sort) { q.set("sort", state.sort); if (state.desc) q.set("desc", "1"); }
+    ["model", "decoder", "filter"].forEach(function (k) { if (state[k]) q.set(k, state[k]); });
+    if (state.all) q.set("all", "1");
+    history.replaceState(null, "", "#" + q.toString());
+  }
+  function value(td, kind) {
+    var v = td.getAttribute("data-v");
+    if (kind === "num") { var x = parseFloat(v); return isNaN(x) ? null : x; }
+    return (v === null ? td.textContent : v).toLowerCase();
+  }
+  function has(text, part) { return text.toLowerCase().indexOf(part.toLowerCase()) >= 0; }
+  function apply(table) {
+    var ths = Array.prototype.slice.call(table.tHead.rows[0].cells);
+    var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+    var i = -1;
+    ths.forEach(function (th, j) { if (th.getAttribute("data-col") === state.sort) i = j; });
+    var kind = i >= 0 ? ths[i].getAttribute("data-kind") : null;
+    rows.sort(function (a, b) {
+      if (i >= 0) {
+        var x = value(a.cells[i], kind), y = value(b.cells[i], kind);
+        if (x === null && y !== null) return 1;
+        if (y === null && x !== null) return -1;
+        if (x !== y) { var c = x < y ? -1 : 1; return state.desc ? -c : c; }
+      }
+      return a.getAttribute("data-i") - b.getAttribute("data-i");
+    });
+    rows.forEach(function (r) {
+      body.appendChild(r);
+      var m = r.getAttribute("data-model"), d = r.getAttribute("data-decoder");
+      r.hidden = !(has(m, state.model) && has(d, state.decoder) &&
+                   (has(m, state.filter) || has(d, state.filter)));
+    });
+    ths.forEach(function (th, j) {
+      th.setAttribute("aria-sort", j === i ? (state.desc ? "descending" : "ascending") : "none");
+    });
+    table.classList.toggle("all", state.all);
+    var box = table.parentNode.previousElementSibling;
+    if (box && box.classList.contains("controls")) {
+      box.querySelectorAll("input[data-filter]").forEach(function (inp) {
+        var k = inp.getAttribute("data-filter");
+        if (inp.value !== state[k]) inp.value = state[k];
+      });
+      var btn = box.querySelector("button[data-toggle]");
+      if (btn) btn.textContent = state.all ? "headline columns only" : btn.getAttribute("data-label");
+    }
+  }
+  function applyAll() { document.querySelectorAll("table.lb").forEach(apply); }
+  document.querySelectorAll("table.lb th[data-col]").forEach(function (th) {
+    th.addEventListener("click", function () {
+      var col = th.getAttribute("data-col");
+      if (state.sort === col) state.desc = !state.desc;
+      else { state.sort = col; state.desc = th.getAttribute("data-first") === "desc"; }
+      applyAll(); writeHash();
+    });
+  });
+  document.querySelectorAll(".controls input[data-filter]").forEach(function (inp) {
+    inp.addEventListener("input", function () {
+      state[inp.getAttribute("data-filter")] = inp.value; applyAll(); writeHash();
+    });
+  });
+  document.querySelectorAll(".controls button[data-toggle]").forEach(function (btn) {
+    btn.addEventListener("click", function () { state.all = !state.all; applyAll(); writeHash(); });
+  });
+  window.addEventListener("hashchange", function () { readHash(); applyAll(); });
+  readHash(); applyAll();
+})();"""
+
+
+def _code(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def table_html(t: Table) -> str:
+    """Caption, filter boxes and the sortable table (headline columns first, the rest hidden
+    behind a toggle), then the footnotes."""
+    head = headline(t.columns)
+    rest = [c for c in t.columns if c not in head]
+    e = html.escape
+    ths = [f'<th data-col="{c}" data-kind="{"num" if c in ("seeds", "n", "max_new_tokens") else "text"}">{c}</th>'
+           for c in FIXED]
+    for c in head + rest:
+        arrow = t.arrows.get(c, "")
+        cls = ' class="x"' if c in rest else ""
+        first = ' data-first="desc"' if arrow == "↑" else ""
+        label = e(f"{c} {arrow}".strip()).replace(",", ",<wbr>")  # long keys may break after commas
+        ths.append(f'<th data-col="{e(c)}" data-kind="num"{first}{cls}>{label}</th>')
+    out = [f'<p class="note">{_code(caption(t, head))}</p>',
+           '<div class="controls"><label>model <input type="search" data-filter="model" '
+           'placeholder="filter"></label><label>decoder <input type="search" data-filter="decoder" '
+           'placeholder="filter"></label>'
+           + (f'<button type="button" data-toggle data-label="show all {len(t.columns)} metrics">'
+              f'show all {len(t.columns)} metrics</button>' if rest else "") + "</div>",
+           '<div class="scroll"><table class="lb"><thead><tr>' + "".join(ths) + "</tr></thead><tbody>"]
+    for i, r in enumerate(t.rows):
+        tds = "".join(f'<td data-v="{e(x)}">{e(x)}</td>' for x in _fixed(t, r))
+        for c in head + rest:
+            cell, p = r.cells.get(c), r.paired.get(c)
+            cls = [*(["x"] if c in rest else []), *(["sig"] if p is not None and p.significant else [])]
+            attr = f' class="{" ".join(cls)}"' if cls else ""
+            if cell is None:
+                tds += f"<td{attr}>–</td>"
+                continue
+            tip = cell_title(cell, p, runs=bool(t.fingerprint))
+            tds += (f'<td{attr} data-v="{cell.mean!r}" title="{e(tip)}">{e(cell_text(cell, p))}</td>')
+        human = ' class="human"' if r.model == "human" else ""
+        out.append(f'<tr{human} data-i="{i}" data-model="{e(r.model)}" data-decoder="{e(r.decoder)}">'
+                   f"{tds}</tr>")
+    out.append("</tbody></table></div>")
+    notes = footnotes(t, head + rest)
+    if notes:
+        out.append('<p class="note">' + "<br>".join(_code(n) for n in notes) + "</p>")
+    return "\n".join(out)
+
+
+def page_html(page_title: str, body: str) -> str:
+    """A self-contained page: inline style and script, nothing fetched."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(page_title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}<script>{SCRIPT}</script></body></html>")
