@@ -235,6 +235,23 @@ def test_bos_prefix_is_put_before_every_window():
         judge_logprobs(judge, [sample(words, prompt="")], ctx(), window=8, stride=7)
 
 
+def test_parameters_are_checked_before_any_model_is_loaded():
+    """A plan-time dry run (no generator, a load_model that must not be reached) sees bad
+    parameters."""
+    from tmbench.metrics.coherence import coherence
+
+    def no_load(name):
+        raise AssertionError("loaded a model")
+
+    ss = [sample("b c", prompt="a")]
+    with pytest.raises(ValueError, match="stride"):
+        gen_ppl(ss, ctx=ctx(load_model=no_load), window=16, stride=16)
+    with pytest.raises(ValueError, match="stride"):
+        coherence(ss, ctx=ctx(load_model=no_load), defs="judge-logprob", window=16, stride=0)
+    with pytest.raises(ValueError, match="max_length"):
+        heldout_ppl(ss, ctx=ctx(load_model=no_load), max_length=1)  # no generator: human row
+
+
 def test_windowed_scoring_equals_full_for_a_bigram_judge():
     judge = BigramJudge()
     words = " ".join(f"w{i % 37}" for i in range(150))

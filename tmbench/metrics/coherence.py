@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tmbench.metrics.mauve import featurizer_from_ctx
-from tmbench.metrics.judge import judge_from_ctx, judge_logprobs
+from tmbench.metrics.judge import check_window, judge_from_ctx, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 DEFINITIONS = ("embed-cos", "judge-logprob")
@@ -36,6 +36,8 @@ def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
     if bad or not defs:
         raise ValueError(f"unknown coherence definition(s) {bad or defs!r}; accepted: "
                          f"{', '.join(DEFINITIONS)}")
+    if "judge-logprob" in defs:
+        check_window(window, stride)
     if not samples:
         return {}
     out: dict[str, Score] = {}

@@ -58,9 +58,7 @@ def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window
     """Per sample, the judge's log-probabilities (nats, float64) of the continuation tokens
     given the prompt; and the protocol for ``meta``."""
     pre = list(getattr(jm, "score_prefix", None) or [])
-    if not 1 <= stride < window - len(pre):
-        raise ValueError(f"need 1 <= stride < window{' - 1 (BOS)' if pre else ''}, got "
-                         f"stride={stride}, window={window}")
+    check_window(window, stride, len(pre))
     human = ctx.model is None or bool(ctx.decode_info.get("human"))
     ident = judge_identity(jm)
     pairs = []
@@ -93,6 +91,14 @@ def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window
                                  if human else ""),
             "n_tokens": int(sum(len(o) for o in out))}
     return out, meta  # type: ignore[return-value]
+
+
+def check_window(window: int, stride: int, n_prefix: int = 0) -> None:
+    """Every window must leave context: 1 <= stride < window - n_prefix (the judge's BOS)."""
+    ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (window, stride))
+    if not ok or not 1 <= stride < window - n_prefix:
+        raise ValueError(f"need integers 1 <= stride < window{' - 1 (BOS)' if n_prefix else ''}, "
+                         f"got stride={stride!r}, window={window!r}")
 
 
 def judge_identity(jm: Any) -> dict[str, Any]:

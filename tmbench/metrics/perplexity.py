@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from tmbench.metrics.judge import judge_from_ctx, judge_logprobs
+from tmbench.metrics.judge import check_window, judge_from_ctx, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
@@ -68,14 +68,15 @@ CORPORA = ("bbc-test", "bbc-valid")
 def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc-test",
                 n_articles: int = 8, max_length: int | None = 127, context_len: int = 1,
                 lm_eval_task: str | None = None, batch_tokens: int = 2048) -> dict[str, Score]:
-    if ctx.model is None:
-        ctx.notes.append("no generator model (human row); skipped")
-        return {}
     if lm_eval_task is None and corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; accepted: {', '.join(CORPORA)} "
                          "(or lm_eval_task=<an lm-eval perplexity task>)")
     if n_articles < 1:
         raise ValueError(f"n_articles must be >= 1, got {n_articles}")
+    window_policy(max_length, None)  # checks max_length before any model is needed
+    if ctx.model is None:
+        ctx.notes.append("no generator model (human row); skipped")
+        return {}
     if lm_eval_task is None and not (TASKS_DIR / f"{BBC_TASK}.yaml").exists():
         raise ValueError(f"the lm-eval task file {TASKS_DIR / BBC_TASK}.yaml is missing; "
                          "heldout_ppl on BBC needs a tmbench checkout (pip install -e .)")
@@ -120,9 +121,7 @@ def window_policy(max_length: int | None, model_context: int | None) -> tuple[in
         raise ValueError(f"max_length must be an integer >= 2 (tokens per window) or null "
                          f"(each model's own maximum), got {max_length!r}")
     if max_length is None:
-        if model_context is None:
-            raise ValueError("cannot tell the model's context length; give max_length")
-        window = min(model_context - 1, 2048)
+        window = 2048 if model_context is None else min(model_context - 1, 2048)
     else:
         window = max_length if model_context is None else min(max_length, model_context - 1)
     return window, {
@@ -217,6 +216,7 @@ def _atomic_write(path: Path, text: str) -> None:
 # ---- generation perplexity ---------------------------------------------------------------------
 def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "gemma3-270m",
             window: int = 1024, stride: int = 512, batch_tokens: int = 2048) -> dict[str, Score]:
+    check_window(window, stride)
     if not samples:
         return {}
     jm = judge_from_ctx(ctx, judge)
