@@ -60,7 +60,8 @@ def test_agreement_with_k1(monkeypatch):
     calls = []
 
     def maturation(model, prompts, *, max_new_tokens, generator, tail_len=16, **kw):
-        calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "tail_len": tail_len, **kw})
+        calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "tail_len": tail_len,
+                      "generator": generator, **kw})
         table = {(1, 2): [7, 8, 5, 6], (3,): [9, 4, 4, 4]}
         return DecodeOutput([table[tuple(p)] for p in prompts], {})
 
@@ -72,9 +73,11 @@ def test_agreement_with_k1(monkeypatch):
     out = dynamics(ss, ctx=ctx(model=TM(), decode_info=info))
     assert out["k1_agree[mode=prefix]"].per_sample == [0.25, 1.0, 0.0]
     assert out["k1_agree[mode=position]"].per_sample == [0.75, 1.0, 0.5]
-    (call,) = calls  # duplicate prompts decoded once, in one batch
+    (call,) = calls  # one batch; every sample under the run's own generator for it
     assert call["tail_len"] == 1 and call["alpha_max"] == 0.5 and "trace" not in call
-    assert call["max_new_tokens"] == 4 and call["prompts"] == [[1, 2], [3]]
+    assert call["max_new_tokens"] == 4 and call["prompts"] == [[1, 2], [1, 2], [3]]
+    assert [g.initial_seed() for g in call["generator"]] == [
+        s.seed * 1_000_003 + i for i, s in enumerate(ss)]
     c = ctx(model=TM(), decode_info={"params": {"tail_len": 1}})
     assert "k1_agree[mode=prefix]" not in dynamics(ss, ctx=c)
 
