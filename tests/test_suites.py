@@ -63,3 +63,23 @@ def test_invalid_yaml_reports_line(tmp_path):
 def test_unknown_suite_name_suggests():
     with pytest.raises(ValueError, match="Known suites"):
         load_suite("no-such-suite")
+
+
+def test_decoder_entries_name_their_models_and_includes_select_labels(tmp_path):
+    (tmp_path / "b.yaml").write_text(
+        "decoders:\n  - {name: greedy, label: greedy}\n  - {name: nucleus, label: nuc, params: {p: 0.9}}\n")
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nversion: 1\ndataset: {source: bbc, split: test, n_prompts: 2}\nmax_new_tokens: 2\n"
+        "models: [toy-random, smollm2-135m]\ndecoders:\n"
+        "  - {include: b.yaml, models: [toy-random]}\n"
+        "  - {include: b.yaml, labels: [greedy], models: [smollm2-135m]}\n"
+        "  - {name: maturation, label: tm, models: [smollm2-135m]}\n")
+    s = load_suite(str(tmp_path / "s.yaml"))
+    got = {d.label: d.models for d in s.decoders}
+    assert got == {"greedy": ("toy-random", "smollm2-135m"), "nuc": ("toy-random",),
+                   "tm": ("smollm2-135m",)}
+    (tmp_path / "bad.yaml").write_text(
+        "name: s\nversion: 1\ndataset: {source: bbc, split: test, n_prompts: 2}\nmax_new_tokens: 2\n"
+        "models: [toy-random]\ndecoders:\n  - {name: greedy, models: [ar-bbc-tiny]}\n")
+    with pytest.raises(ValueError, match="not in the suite's models"):
+        load_suite(str(tmp_path / "bad.yaml"))

@@ -107,6 +107,16 @@ def test_resumed_training_equals_uninterrupted(tmp_path, kind):
         train(other, tmp_path / "b", progress=False, resume=True)
 
 
+def test_resume_may_change_only_the_number_of_steps(tmp_path):
+    cfg = load_config("test", FAST + ["optim.steps=8", "ckpt_every=100", "eval_every=100"])
+    train(cfg, tmp_path / "r", progress=False, stop_at=3)
+    short = load_config("test", FAST + ["optim.steps=5", "ckpt_every=100", "eval_every=100"])
+    train(short, tmp_path / "r", progress=False, resume=True)
+    trained = json.loads((tmp_path / "r" / "final" / "config.json").read_text())["trained"]
+    assert trained["steps"] == 5
+    assert trained["rescheduled"] == [{"at_step": 3, "from_steps": 8, "to_steps": 5}]
+
+
 def test_tm_init_from_the_ar_twin(tmp_path):
     cfg = load_config("test", FAST + ["optim.steps=2"])
     train(cfg, tmp_path / "ar", progress=False)

@@ -249,6 +249,8 @@ def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None
         params = resolve_params(fn, d.params, d.label)
         dry_run(fn, params, d.label)
         for m in model_names:
+            if d.models is not None and m not in d.models:
+                continue  # the suite entry runs on the models it names only
             for s in (seeds or d.seeds or suite.seeds):
                 for bs in suite.batch_sizes:
                     plans.append(RunPlan(m, d, params, defaults_of(fn), s, bs))

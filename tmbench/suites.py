@@ -26,6 +26,7 @@ class DecoderSpec:
     label: str  # row label in tables, e.g. "nucleus-0.95"
     params: dict[str, Any]
     seeds: tuple[int, ...] | None = None  # overrides the suite's seeds (argmax decoders: one)
+    models: tuple[str, ...] | None = None  # only these of the suite's models (None = all)
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,30 @@ class _Checker:
 
 def _decoder_entries(raw: Any, c: _Checker, base: Path) -> list[DecoderSpec]:
     if isinstance(raw, dict) and "include" in raw:
+        bad = set(raw) - {"include", "models", "labels"}
+        if bad:
+            c.fail("decoders.include", f"unknown fields {sorted(bad)}; accepted: include, "
+                                       "models (run the included entries on these only), labels "
+                                       "(only these entries)")
         inc = Path(raw["include"])
         path = inc if inc.is_absolute() else _resolve_include(inc, base)
         data = _read_yaml(path)
         if not isinstance(data, dict) or "decoders" not in data:
             c.fail("decoders.include", f"{path} must be a mapping with a 'decoders' list")
-        return _decoder_entries(data["decoders"], _Checker(str(path)), path.parent)
+        got = _decoder_entries(data["decoders"], _Checker(str(path)), path.parent)
+        if "labels" in raw:
+            want = raw["labels"]
+            missing = sorted(set(want) - {d.label for d in got}) if isinstance(want, list) else want
+            if not isinstance(want, list) or missing:
+                c.fail("decoders.include.labels", f"{missing!r} not in {path}; accepted: "
+                                                  f"{[d.label for d in got]}")
+            got = [d for d in got if d.label in want]
+        if "models" in raw:
+            if not isinstance(raw["models"], list) or not raw["models"]:
+                c.fail("decoders.include.models", f"must be a non-empty list, got {raw['models']!r}")
+            ms = tuple(_model_entry(m, c, "decoders.include.models") for m in raw["models"])
+            got = [DecoderSpec(d.name, d.label, d.params, d.seeds, ms) for d in got]
+        return got
     if not isinstance(raw, list) or not raw:
         c.fail("decoders", "must be a non-empty list of {name, params, label, seeds} or {include: FILE}")
     out: list[DecoderSpec] = []
@@ -142,17 +161,37 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path) -> list[DecoderSpec]:
             continue
         if not isinstance(e, dict) or "name" not in e:
             c.fail(f"decoders[{i}]", f"must be a mapping with a 'name', got {e!r}")
-        unknown = set(e) - {"name", "params", "label", "seeds"}
+        unknown = set(e) - {"name", "params", "label", "seeds", "models"}
         if unknown:
-            c.fail(f"decoders[{i}]", f"unknown fields {sorted(unknown)}; accepted: name, params, label, seeds")
+            c.fail(f"decoders[{i}]", f"unknown fields {sorted(unknown)}; accepted: name, params, "
+                                     "label, seeds, models")
         name = c.name(e["name"], f"decoders[{i}].name")
         label = c.name(e.get("label", name), f"decoders[{i}].label")
         seeds = c.ints(e, "seeds", None) if "seeds" in e else None
-        out.append(DecoderSpec(name, label, c.params(e.get("params"), f"decoders[{i}].params"), seeds))
+        models = None
+        if "models" in e:
+            if not isinstance(e["models"], list) or not e["models"]:
+                c.fail(f"decoders[{i}].models", f"must be a non-empty list of the suite's models, "
+                                                f"got {e['models']!r}")
+            models = tuple(_model_entry(m, c, f"decoders[{i}].models") for m in e["models"])
+        out.append(DecoderSpec(name, label, c.params(e.get("params"), f"decoders[{i}].params"),
+                               seeds, models))
+    # one setting listed for several groups of models is one entry over their union
+    merged: dict[tuple, DecoderSpec] = {}
+    for d in out:
+        k = (d.name, d.label, json.dumps(d.params, sort_keys=True, default=str), d.seeds)
+        a = merged[k].models if k in merged else None
+        if a is not None and d.models is not None:  # the same setting for more models
+            merged[k] = DecoderSpec(d.name, d.label, d.params, d.seeds,
+                                    tuple(dict.fromkeys(a + d.models)))
+        else:
+            merged[k if k not in merged else (*k, len(merged))] = d  # a repeat stays visible
+    out = list(merged.values())
     labels = [d.label for d in out]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
-        c.fail("decoders", f"labels must be unique, repeated: {dup} (set 'label:')")
+        c.fail("decoders", f"labels must be unique, repeated: {dup} (set 'label:'; one label "
+                           "may list several models only with the same settings)")
     return out
 
 
@@ -241,6 +280,10 @@ def load_suite(name_or_path: str) -> Suite:
         metrics.append(MetricSpec(c.name(m["name"], f"metrics[{i}].name"),
                                   c.params(m.get("params"), f"metrics[{i}].params")))
     decoders = _decoder_entries(raw.get("decoders"), c, path.parent)
+    for i, d in enumerate(decoders):
+        stray = sorted(set(d.models or ()) - set(models))
+        if stray:
+            c.fail(f"decoder {d.label!r}.models", f"{stray} are not in the suite's models {list(models)}")
     human = raw.get("human_row", True)
     if not isinstance(human, bool):
         c.fail("human_row", f"must be true or false, got {human!r}")

@@ -440,9 +440,11 @@ def _save(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
         save_model_dir(model, tmp / "model")
     tensors, rest = checkpoint.optimizer_to_tensors(optimizer)
     checkpoint.save_tensors(tensors, tmp / "optimizer.safetensors")
+    prev = out / "ckpt" / "state.json"
+    resched = checkpoint.read_json(prev).get("rescheduled", []) if prev.exists() else []
     checkpoint.write_json({"step": step, "optimizer": rest, "config": _jsonable(cfg),
-                           "rng": "every draw of step s comes from a generator seeded by (seed, s)"},
-                          tmp / "state.json")
+                           "rng": "every draw of step s comes from a generator seeded by (seed, s)",
+                           "rescheduled": resched}, tmp / "state.json")
     checkpoint.replace_dir(tmp, out / "ckpt")
 
 
@@ -457,10 +459,21 @@ def _resume(model, optimizer, out: Path, cfg: TrainConfig) -> int:
     if not ck.exists():
         return 0
     state = checkpoint.read_json(ck / "state.json")
-    if state["config"] != _jsonable(cfg):
-        diff = sorted(k for k in state["config"] if state["config"][k] != _jsonable(cfg).get(k))
+    old, new = state["config"], _jsonable(cfg)
+    # the one change a resume accepts: the total of optimizer steps (the cosine schedule is
+    # re-planned from the checkpoint's step on, and the change is logged and recorded)
+    same_but_steps = ({**old, "optim": {**old["optim"], "steps": None}}
+                      == {**new, "optim": {**new["optim"], "steps": None}})
+    if old != new and not same_but_steps:
+        diff = sorted(k for k in old if old[k] != new.get(k))
         raise ValueError(f"cannot resume {out}: its checkpoint was made with another config "
-                         f"(differs in {', '.join(diff)}); use a new --out or the same settings")
+                         f"(differs in {', '.join(diff)}); use a new --out or the same settings "
+                         "(only --steps may change on resume)")
+    if old != new:
+        note = {"at_step": int(state["step"]), "from_steps": old["optim"]["steps"],
+                "to_steps": new["optim"]["steps"]}
+        resched = state.get("rescheduled", []) + [note]
+        checkpoint.write_json({**state, "config": new, "rescheduled": resched}, ck / "state.json")
     sd = checkpoint.load_tensors(ck / "model" / "model.safetensors")
     if cfg.adapter is not None:  # only the trainable tensors were saved
         params = dict(model.named_parameters())
@@ -582,8 +595,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
         if rank != 0:
             return {}
     if step >= o.steps and (last_eval or not (out / "final").exists()):
+        prev = out / "ckpt" / "state.json"
         trained = {"steps": step, "seed": cfg.seed, "init_from": cfg.init_from,
-                   "tokens": step * B * o.grad_accum * cfg.data.block_size, **last_eval}
+                   "tokens": step * B * o.grad_accum * cfg.data.block_size,
+                   "rescheduled": (checkpoint.read_json(prev).get("rescheduled", [])
+                                   if prev.exists() else []), **last_eval}
         if cfg.adapter is not None:
             from tmbench.models.delta import save_delta
 
