@@ -148,6 +148,8 @@ def cmd_run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
+        if summary.rows:
+            print(summary.table())
         print(f"suite {suite.name} v{suite.version}: {len(summary.done)} run(s) written, "
               f"{len(summary.rescored)} completed with new metrics on stored samples, "
               f"{len(summary.skipped)} already complete, {len(summary.busy)} held by another process")
