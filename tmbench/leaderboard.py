@@ -46,6 +46,70 @@ def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=pr
     return written
 
 
+PAPER_START, PAPER_END = "<!-- paper-table:start -->", "<!-- paper-table:end -->"
+# The Token Maturation paper's table (Dist-1, Dist-2, Rep-2, Rep-3, Loop%) on one backbone,
+# next to MAUVE, pooled generation perplexity and judge coherence: (header, family, params)
+PAPER_COLUMNS = [
+    ("Dist-1 ↑", "distinct", {"n": "1", "scope": "corpus", "unit": "wordpunct"}),
+    ("Dist-2 ↑", "distinct", {"n": "2", "scope": "corpus", "unit": "wordpunct"}),
+    ("Rep-2 ↓", "rep", {"n": "2", "unit": "wordpunct"}),
+    ("Rep-3 ↓", "rep", {"n": "3", "unit": "wordpunct"}),
+    ("Loop% ↓", "loop", {"n": "3", "unit": "wordpunct"}),
+    ("MAUVE ↑", "mauve", {}),
+    ("gen-ppl (pooled)", "gen_ppl", {"agg": "pooled"}),
+    ("coherence (judge)", "coherence", {"def": "judge-logprob"}),
+]
+
+
+def paper_table(root: Path, suite: str, models: tuple[str, ...], decoders: tuple[str, ...]) -> str:
+    """Markdown: the paper's table for the rows (model, decoder label) of ``suite`` that exist,
+    human row first; values are the leaderboard's cells (per-prompt means over seeds), Loop% x 100."""
+    from tmbench.cells import parse_key
+
+    tables = [t for t in build_tables(root, suite, warn=lambda m: None)
+              if t.fingerprint is None]
+    if not tables:
+        return f"(no records of suite {suite!r})\n"
+    t = max(tables, key=lambda t: t.version)
+    cols = []
+    for head, fam, want in PAPER_COLUMNS:
+        hit = [c for c in t.columns if parse_key(c)[0] == fam
+               and all(parse_key(c)[1].get(k) == v for k, v in want.items())]
+        cols.append((head, hit[0] if hit else None))
+    lines = [f"{suite} v{t.version}: n = prompts, seeds per row; Loop% = share of samples with a "
+             "repeated trigram (x 100); words split from punctuation (`wordpunct`); gen-ppl and "
+             "coherence under the Gemma 3 270M judge; MAUVE on n prompts (†: n < 500, not "
+             "reliable).", "",
+             "| model | decoder | n | seeds | " + " | ".join(h for h, _ in cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
+    order = [r for r in t.rows if r.model == "human"]
+    order += [r for m in models for d in decoders for r in t.rows if r.model == m and r.decoder == d]
+    for r in order:
+        cells = []
+        for head, key in cols:
+            c = r.cells.get(key) if key else None
+            if c is None:
+                cells.append("–")
+                continue
+            v = c.mean * (100 if head.startswith("Loop") else 1)
+            mark = "†" if "unreliable" in c.flags else ""
+            cells.append(fmt(v) + mark)
+        lines.append(f"| {r.model} | {r.decoder} | {r.n_prompts} | {len(r.seeds)} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_paper_table(readme: Path, root: Path, suite: str, models: tuple[str, ...],
+                       decoders: tuple[str, ...]) -> None:
+    text = readme.read_text()
+    if PAPER_START not in text or PAPER_END not in text:
+        raise ValueError(f"{readme} has no '{PAPER_START}' ... '{PAPER_END}' markers")
+    head, rest = text.split(PAPER_START, 1)
+    _, tail = rest.split(PAPER_END, 1)
+    atomic_write_text(readme, f"{head}{PAPER_START}\n{paper_table(root, suite, models, decoders)}"
+                              f"{PAPER_END}{tail}")
+
+
 def iter_cells(tables: Iterable[Table]):
     for t in tables:
         for r in t.rows:
@@ -69,6 +133,14 @@ def update_readme(readme: Path, root: Path, suite: str | None = None, reference:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     atomic_write_text(readme, f"{head}{START}\n{readme_block(root, suite, reference)}{END}{tail}")
+    if PAPER_START in readme.read_text() and suite is not None:
+        update_paper_table(readme, root, suite, PAPER_MODELS, PAPER_DECODERS)
+
+
+# rows of the paper's table, when present: TM and the AR decoders on the same SmolLM2 backbone
+PAPER_MODELS = ("tm-smollm2", "tm-smollm2-init", "ar-smollm2", "smollm2-135m")
+PAPER_DECODERS = ("tm-a0.75", "tm-alpha1", "greedy", "greedy-rep-1.2", "nucleus-0.95",
+                  "best-of-16-nucleus-0.95")
 
 
 __all__ = ["N_BOOT", "Cell", "Paired", "Row", "Table", "add_paired", "bootstrap_ci", "build_tables",

@@ -212,6 +212,25 @@ def export_delta(src: str | Path, dest: str | Path, dtype: torch.dtype = torch.f
         checkpoint.save_tensors(sd, tmp / "delta.safetensors")
         cfg["delta_sha256"] = checkpoint.file_sha256(tmp / "delta.safetensors")
         checkpoint.write_json(cfg, tmp / "config.json")
+        write_reference(tmp)
         checkpoint.replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+REFERENCE_TEXT = "The government said on Monday that the new rules would come into force next year."
+
+
+def write_reference(path: str | Path) -> dict:
+    """Log-probabilities of a fixed sentence under the model as loaded from ``path`` (the
+    shipped tensors, after casting), so a test can check any later load to 1e-4."""
+    path = Path(path)
+    m = load_delta(path)
+    ids = m.tokenizer.encode(REFERENCE_TEXT)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        lp = (m.clean_logprobs(x)[0] if m.kind == "tm" else
+              torch.log_softmax(m.logits(x)[0, :-1].float(), -1).gather(-1, x[0, 1:, None])[:, 0])
+    ref = {"text": REFERENCE_TEXT, "ids": ids, "logprobs": [round(float(v), 6) for v in lp]}
+    checkpoint.write_json(ref, path / "reference.json")
+    return ref
