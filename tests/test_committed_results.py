@@ -28,9 +28,17 @@ def test_tables_match_records(tmp_path):
 def test_readme_shows_the_generated_table():
     text = (ROOT / "README.md").read_text()
     block = text.split(START, 1)[1].split(END, 1)[0]
-    assert block.strip() == readme_block(RUNS).strip()
+    assert block.strip() == readme_block(RUNS, "default").strip()
 
 
 def test_report_is_committed():
     page = (ROOT / "results" / "report.html").read_text()
     assert "data:image/png;base64," in page and "<table" in page
+
+
+def test_readme_paper_table_is_generated_from_the_records():
+    from tmbench.leaderboard import PAPER_DECODERS, PAPER_END, PAPER_MODELS, PAPER_START, paper_table
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split(PAPER_START, 1)[1].split(PAPER_END, 1)[0]
+    assert block.strip() == paper_table(RUNS, "default", PAPER_MODELS, PAPER_DECODERS).strip()
