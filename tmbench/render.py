@@ -190,7 +190,8 @@ def caption(t: Table, shown: list[str]) -> str:
         return ("Mean ± sd over runs (batches and seeds), only runs on this machine fingerprint: "
                 "timings from different machines are not comparable. n = runs; max_new_tokens = "
                 f"continuation length.{mem_text}{more}")
-    rng = "; ".join(t.facts.get("rng") or []) or "one random stream per prompt and seed"
+    rng = "; ".join(r.split("; sampling decoders share")[0] for r in t.facts.get("rng") or []) \
+        or "one random stream per prompt and seed"
     return (f"Mean [95% bootstrap CI over prompts]: per-prompt means over seeds, then {N_BOOT} "
             "bootstrap resamples of the prompts (stream seeded from the row and metric). Perplexities "
             "pooled over tokens (gen_ppl = exp(total NLL / total tokens) where recorded) resample "
