@@ -18,13 +18,27 @@ A **metric** is a plain function::
 
     def my_metric(samples: list[Sample], *, ctx: MetricContext, **params) -> dict[str, Score]
 
-returning scores under keys that carry their parameters (see :func:`metric_key`).
+returning scores under keys that carry their parameters (see :func:`metric_key`). The optional
+``@metric`` decorator marks one (``per_model=True``: it reads the model alone, so the runner
+scores it once per model).
+
+What a decoder (or a metric) may call on a model is :class:`ARModelProtocol` ("ar": logits
+with a KV cache, implemented by ``tmbench.models.base.ARModel``) or :class:`TMModelProtocol`
+("tm": the maturation step, implemented by ``tmbench.models.maturation.MaturationModel``).
+A decoder that needs an attribute neither names shows a method the protocol is missing.
+What the runner tells a metric about decoding is :class:`DecodeInfo`; the maturation trace
+format is :class:`Trace`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    import torch
+
+    from tmbench.models.base import DecodeState, StepOutput
 
 
 class Tokenizer(Protocol):
@@ -34,6 +48,100 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
+
+
+# ---- models: what decoders and metrics may call ----------------------------------------------
+
+class ARModelProtocol(Protocol):
+    """An autoregressive model: next-token logits over a KV cache. Batches are left-padded
+    inside ``prefill``; decoders never see padding (see ``tmbench.models.base``)."""
+
+    kind: str  # "ar"
+    name: str
+    vocab_size: int
+    eos_token_id: int | None
+    tokenizer: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the model in a run record (name, content hash, dtype)."""
+
+    def prefill(self, prompts: list[list[int]], keep_hidden: bool = False) -> StepOutput:
+        """Run the prompts; logits (B, V) for the first new token and the decode state."""
+
+    def step(self, state: DecodeState, tokens: torch.Tensor) -> StepOutput:
+        """Feed one token per row (B,); logits (B, V) for the following position."""
+
+    def select(self, state: DecodeState, index: torch.Tensor) -> DecodeState:
+        """Rows ``index`` (N,) of the state, in that order (beam reordering, expansion)."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """input_ids (B, T), attention_mask (B, S + T), position_ids (B, T), cache (None on a
+        fresh batch) -> logits (B, T, V), last hidden states (B, T, H), the new cache."""
+
+    def token_logprobs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """log p(x_t | x_<t) for t = 1..T-1 of each sequence, teacher-forced."""
+
+
+class TMModelProtocol(Protocol):
+    """A Token Maturation model (DESIGN 3): a tail of K vectors matured over a KV cache of
+    committed tokens, committed by nearest embedding, scored by the induced distribution."""
+
+    kind: str  # "tm"
+    name: str
+    eos_token_id: int | None
+    tokenizer: Any
+    d: int  # embedding width
+    radius: float  # R, the norm of the embedding rows (``sphere`` geometry)
+    emb: torch.Tensor  # (V, d) embedding matrix E
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def readout_shift(self) -> int:
+        """Slot t is read at position t - shift: 1 for readout ``next``, 0 for ``self``."""
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the model in a run record (name, content hash, readout, dtype)."""
+
+    def context_length(self) -> int:
+        """Positions the model can attend over (committed tokens and forwarded tail)."""
+
+    def new_cache(self) -> Any:
+        """An empty KV cache for :meth:`prefill` and :meth:`tail_step`."""
+
+    def crop_cache(self, cache: Any, n: int) -> Any:
+        """Keep the first ``n`` positions of ``cache`` (in place); return it."""
+
+    def alpha_profile(self, K: int, alpha_max: float) -> torch.Tensor:
+        """(K,) maturity of tail slots, front (0) to newest (K - 1)."""
+
+    def prefill(self, ids: torch.Tensor, key_real: torch.Tensor, positions: torch.Tensor,
+                cache: Any = None) -> Any:
+        """Committed tokens ids (B, S) into the KV cache; key_real (B, S) 1 = real, 0 = left
+        pad; positions (B, S). Returns the cache."""
+
+    def tail_step(self, pending: torch.Tensor, tail_z: torch.Tensor, alpha: torch.Tensor,
+                  key_real: torch.Tensor, positions: torch.Tensor, cache: Any,
+                  tail_only: bool = False) -> tuple[torch.Tensor, Any]:
+        """One maturation forward of the pending token (B,) and the tail (B, K, d) over the
+        cache of S positions (key_real (B, S)); z_hat (B, K, d) and the extended cache."""
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (...,) long: the committed token (nearest embedding)."""
+
+    def induced_logits(self, z: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """(..., d) -> (..., V) logits of the induced distribution (DESIGN 3.5)."""
+
+    def token_logprobs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """log p(x_t | x_<t) for t = 1..T-1 under the induced distribution."""
 
 
 @dataclass
@@ -69,6 +177,20 @@ class Score:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class DecodeInfo(TypedDict, total=False):
+    """``MetricContext.decode_info``: how the samples were decoded (also stored in the record)."""
+
+    params: dict[str, Any]  # the decoder's resolved keyword parameters (defaults applied)
+    decoder: str  # registered decoder name
+    seed: int  # run seed; prompt i drew from prompt_generator(seed, i)
+    max_new_tokens: int
+    # {"batches": [{"wall_s", ...} per batch], "memory_backoff": [...], "fingerprint": machine
+    # fingerprint, "peak_memory": {...}}: what the throughput metric reads
+    timing: dict[str, Any]
+    human: bool  # the samples are the human reference continuations
+    dry_run: bool  # plan-time check of the metric's parameters, no real samples
+
+
 @dataclass
 class MetricContext:
     """What a metric may use beyond the samples. Judges and featurizers are loaded by name
@@ -80,8 +202,35 @@ class MetricContext:
     device: str = "cpu"
     cache_dir: str | None = None
     corpus: Any = None  # the suite's dataset object (held-out text for perplexity)
-    decode_info: dict[str, Any] = field(default_factory=dict)
+    decode_info: DecodeInfo = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # warnings the metric wants recorded
+
+
+class Trace(TypedDict):
+    """What the ``maturation`` decoder records with ``trace=True``, per sample, in
+    ``Sample.info["trace"]``; the ``dynamics`` metric reads it.
+
+    One row per committed token t, in order; each row has one entry per update i = 0 .. K - 1
+    of the last K updates the token received in the tail (i = 0 its first as an embryo, K - 1
+    its last, at the front; tokens 2 .. K of a sample sat in the tail during warm-up and
+    received up to K - 1 more, of which only the last K are kept). Update i takes the token's
+    vector from z(i) to z(i + 1)::
+
+        entropy[scale][t][i]  nats of the induced distribution (DESIGN 3.5) of z(i + 1) at scale
+        displacement[t][i]    ||z(i + 1) - z(i)|| / R
+        cos_final[t][i]       cos(z(i + 1), embedding of the committed token)
+        top[t]                the top-5 token ids of the induced distribution of z(K)
+
+    ``scale`` keys are the trace scales written with ``f"{s:g}"`` (``"1"``, ``"20"``). Beside
+    the trace, with or without ``trace=True``, the decoder writes
+    ``Sample.info["agree_front_argmax"]``: the share of the sample's commits equal to the argmax
+    of the front slot's final prediction z_hat (DESIGN 3.3).
+    """
+
+    entropy: dict[str, list[list[float]]]
+    displacement: list[list[float]]
+    cos_final: list[list[float]]
+    top: list[list[int]]
 
 
 def metric_key(name: str, **params: Any) -> str:
@@ -116,3 +265,17 @@ def model_kind(kind: str) -> Callable:
         return fn
 
     return mark
+
+
+def metric(fn: Callable | None = None, *, per_model: bool = False) -> Callable:
+    """Mark a function as a metric (optional: any function with the metric signature is one).
+    ``per_model``: its scores depend on the model alone, not on the samples (held-out
+    perplexity), so the runner computes them once per model and has none for the human row.
+    Bare ``@metric`` or ``@metric(per_model=True)``."""
+
+    def mark(f: Callable) -> Callable:
+        f.metric = True
+        f.per_model = per_model
+        return f
+
+    return mark if fn is None else mark(fn)

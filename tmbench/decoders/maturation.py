@@ -40,7 +40,7 @@ def _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance,
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty token lists")
     check("max_new_tokens", max_new_tokens, 1, integer=True)
-    ctx = model.backbone.block_size
+    ctx = model.context_length()
     check("tail_len", tail_len, 1, ctx - 1, integer=True)
     check("alpha_max", alpha_max, 0, 1, lo_open=True)
     check("guidance", guidance, 0)
@@ -91,7 +91,7 @@ class _Window:
 
     def __init__(self, model, rows: list[list[int]], K: int):
         self.model, self.K = model, K
-        self.ctx = model.backbone.block_size
+        self.ctx = model.context_length()
         self.stride = max(1, self.ctx // 4)
         self.rows = [list(r) for r in rows]
         self.starts = [self._start(len(r)) for r in self.rows]
@@ -115,7 +115,7 @@ class _Window:
                 real[b, S - len(p):] = 1
         ids, self.key_real = ids.to(dev), real.to(dev)
         pos = (self.key_real.cumsum(-1) - 1).clamp(min=0)
-        self.cache = m.prefill(ids, self.key_real, pos) if S else m.backbone.new_cache(static=True)
+        self.cache = m.prefill(ids, self.key_real, pos) if S else m.new_cache()
         self.pending = torch.tensor([r[-1] for r in self.rows], device=dev)
         self.positions = torch.tensor([len(p) for p in prefix], device=dev)
 
@@ -152,13 +152,8 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
 
     Returns ``DecodeOutput(tokens, info)``; tokens stop at (and include) EOS. info
     ``agree_front_argmax``: per sample, the share of commits equal to the argmax of the front
-    slot's final prediction z_hat. With ``trace``, info ``trace`` per sample:
-    ``{"entropy": {"<scale>": [[K floats] per token]}, "displacement": [[K]], "cos_final": [[K]],
-    "top": [[5 ids] per token]}``, where index i is the i-th of the last K updates the token
-    received (the first K - 1 tokens received extra updates during warm-up): entropy (nats) of
-    the induced distribution of the state after the update at that scale, the displacement
-    ||z(i+1) - z(i)|| / R, the cosine of z(i+1) to the committed embedding, and the top-5
-    tokens of the state after the last update.
+    slot's final prediction z_hat. With ``trace``, info ``trace``: per sample, a
+    :class:`tmbench.types.Trace` (the format is described there).
     """
     _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance, eta_schedule,
                   embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales)
@@ -181,7 +176,7 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     hist = [[] for _ in range(K)] if trace else None  # per slot: list of per-update records
     traces = [{"entropy": {f"{s:g}": [] for s in scales}, "displacement": [], "cos_final": [],
                "top": []} for _ in range(B)] if trace else None
-    crop = model.backbone.crop_cache
+    crop = model.crop_cache
 
     for step in range(K - 1 + max_new_tokens):
         S = win.key_real.shape[1]

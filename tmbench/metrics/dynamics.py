@@ -1,16 +1,9 @@
 """Maturation dynamics (TM runs only; any other run returns nothing).
 
-Reads what the ``maturation`` decoder writes with ``trace=True``, per sample in
-``Sample.info["trace"]``::
-
-    {"entropy": {"<scale>": [[h_0 .. h_{K-1}] per committed token]},   # nats, induced p at scale
-     "displacement": [[d_0 .. d_{K-1}] per committed token],           # ||z(k+1) - z(k)|| / R
-     "cos_final": [[c_0 .. c_{K-1}] per committed token],              # cos(z(k), e_committed)
-     "top": [[top-5 ids] per committed token]}
-
-where index i is the i-th update the token received in the tail (0 = first, as an embryo;
-K-1 = last, at the front). And ``Sample.info["agree_front_argmax"]`` (share of commits equal to
-the argmax of the front slot's final prediction, DESIGN 3.3).
+Reads what the ``maturation`` decoder writes with ``trace=True``: per sample, a
+:class:`tmbench.types.Trace` in ``Sample.info["trace"]`` (the format is described there), and
+``Sample.info["agree_front_argmax"]`` (share of commits equal to the argmax of the front slot's
+final prediction, DESIGN 3.3).
 
 Keys (per sample = mean over the sample's committed tokens; value = mean over samples):
 ``entropy_first[scale=S]``, ``entropy_final[scale=S]``, ``displacement_first``,

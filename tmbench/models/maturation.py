@@ -203,13 +203,25 @@ class MaturationModel(nn.Module):
         return 1 if self.config.readout == "next" else 0
 
     # ---- decoding ---------------------------------------------------------------------------
+    def context_length(self) -> int:
+        """Positions the backbone can attend over (its learned positions)."""
+        return int(self.backbone.block_size)
+
+    def new_cache(self):
+        """An empty KV cache of the backbone (the native GPT's is preallocated, cropped in place)."""
+        return self.backbone.new_cache(static=True)
+
+    def crop_cache(self, cache, n: int):
+        """Keep the first ``n`` positions of ``cache`` (in place); return it."""
+        return self.backbone.crop_cache(cache, n)
+
     def prefill(self, ids: torch.Tensor, key_real: torch.Tensor, positions: torch.Tensor,
                 cache=None, k: int = 1):
         """Committed tokens (exact embeddings, alpha = 1) into the KV cache.
         ids, key_real, positions (B, S); key_real covers only these S positions when ``cache``
         is None. Returns the cache."""
         B, S = ids.shape
-        cache = cache if cache is not None else self.backbone.new_cache(static=True)
+        cache = cache if cache is not None else self.new_cache()
         mask = tail_mask(key_real, S)
         z = self.emb[ids]  # (B, S, d)
         alpha = torch.ones(B, S, device=self.device)
