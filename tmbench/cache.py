@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from tmbench.fileio import atomic_write
 
 _reported: set[str] = set()
 
@@ -23,15 +23,7 @@ def save_array(path: Path, arr: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(arr), allow_pickle=False)
     data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data + hashlib.sha256(data).digest())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data + hashlib.sha256(data).digest())
 
 
 def load_array(path: Path, warn=None) -> np.ndarray | None:

@@ -1,48 +1,28 @@
 """Checkpoint I/O: safetensors for tensors, JSON for everything else, atomic writes.
 
-Every file is written to a temporary file in the destination folder and moved into place with
-``os.replace``, so a crash never leaves a half-written file under the final name. Pickle-based
-formats (``.bin``, ``.pt``, ``.pth``, ``.pkl``, ``.ckpt``) are refused: loading one can run
-arbitrary code.
+Every file goes through :func:`tmbench.fileio.atomic_write` (temporary file beside the
+destination, fsync, ``os.replace``), so a crash never leaves a half-written file under the final
+name. Pickle-based formats (``.bin``, ``.pt``, ``.pth``, ``.pkl``, ``.ckpt``) are refused:
+loading one can run arbitrary code.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tmbench.fileio import atomic_write, make_dir_tmp, replace_dir, sha256_file
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
+file_sha256 = sha256_file  # the name the model loaders use
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-    return Path(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def make_dir_tmp(path: Path) -> Path:
-    """A fresh temporary folder beside ``path`` (usual permissions), to be moved into place
-    with :func:`replace_dir`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
-    return tmp
+__all__ = ["PICKLE_SUFFIXES", "file_sha256", "load_tensors", "make_dir_tmp", "optimizer_from_tensors",
+           "optimizer_to_tensors", "read_json", "replace_dir", "save_tensors", "write_json",
+           "write_text"]
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
@@ -50,23 +30,8 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
     """Write ``tensors`` to a safetensors file atomically (tensors made contiguous, on CPU)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # save_file recreates the file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu",
@@ -93,13 +58,7 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu",
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -110,26 +69,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_text(text: str, path: str | Path) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder ``src`` to ``dst``. A rename is atomic; an existing ``dst`` is
-    first renamed aside, so at every instant either the old or the new folder is complete."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    atomic_write(path, text)
 
 
 # ---- optimizer state without pickles -------------------------------------------------------

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import os
 import platform
 from typing import Any
 
 import torch
+
+from tmbench.fileio import sha256_text
 
 
 def _version(pkg: str) -> str | None:
@@ -44,7 +45,7 @@ def fingerprint(device: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    fp["id"] = hashlib.sha256(repr(sorted(fp.items())).encode()).hexdigest()[:12]
+    fp["id"] = sha256_text(repr(sorted(fp.items())))[:12]
     return fp
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
 
 from tmbench.aggregate import (N_BOOT, Cell, Paired, Row, Table, add_paired, bootstrap_ci,
                                tables_from_records)
@@ -110,13 +109,6 @@ def update_paper_table(readme: Path, root: Path, suite: str, models: tuple[str, 
                               f"{PAPER_END}{tail}")
 
 
-def iter_cells(tables: Iterable[Table]):
-    for t in tables:
-        for r in t.rows:
-            for c, cell in r.cells.items():
-                yield t, r, c, cell
-
-
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
@@ -144,5 +136,5 @@ PAPER_DECODERS = ("tm-a0.75", "tm-alpha1", "greedy", "greedy-rep-1.2", "nucleus-
 
 
 __all__ = ["N_BOOT", "Cell", "Paired", "Row", "Table", "add_paired", "bootstrap_ci", "build_tables",
-           "cell_text", "fmt", "headline", "iter_cells", "params_text", "readme_block", "to_csv",
+           "cell_text", "fmt", "headline", "params_text", "readme_block", "to_csv",
            "to_markdown", "update_readme", "write_leaderboards", "START", "END"]

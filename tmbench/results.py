@@ -12,14 +12,13 @@ fails either check is reported once and regenerated, never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from tmbench.faults import fault_point
+from tmbench.fileio import atomic_write, sha256_text
 
 SCHEMA_VERSION = 2  # 2: run key = hash of the resolved spec; metric_runs; decode_info
 
@@ -31,23 +30,13 @@ def canonical(obj: Any) -> str:
 def run_key(spec: dict[str, Any]) -> str:
     """Hash of the run spec: suite+version+hash, model identity, decoder and resolved params,
     seed, max_new_tokens, batch size, dtype, device type, tmbench version, prompt set hash."""
-    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:20]
+    return sha256_text(canonical(spec))[:20]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point("record")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """:func:`tmbench.fileio.atomic_write` with the ``record`` fault point between the sync
+    and the rename."""
+    atomic_write(path, text, before_replace=lambda: fault_point("record"))
 
 
 def safe_join(root: Path, *parts: str) -> Path:
@@ -64,7 +53,7 @@ def run_dir(root: Path, suite: str, version: int, key: str) -> Path:
 
 def with_hash(record: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in record.items() if k != "record_hash"}
-    return {**body, "record_hash": hashlib.sha256(canonical(body).encode()).hexdigest()}
+    return {**body, "record_hash": sha256_text(canonical(body))}
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ and what is accepted, raised before anything is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tmbench.fileio import sha256_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -297,4 +298,4 @@ def load_suite(name_or_path: str) -> Suite:
     )
     blob = json.dumps({k: v for k, v in suite.__dict__.items() if k not in ("path", "content_hash")},
                       sort_keys=True, default=lambda o: o.__dict__)
-    return Suite(**{**suite.__dict__, "content_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]})
+    return Suite(**{**suite.__dict__, "content_hash": sha256_text(blob)[:16]})

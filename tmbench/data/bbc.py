@@ -7,11 +7,12 @@ depend on file order or on which other articles exist.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from tmbench.fileio import sha256_text
 
 SPLITS = ("train", "valid", "test")
 # Fractions of the hash space: 80% train, 10% valid, 10% test.
@@ -48,7 +49,7 @@ def all_articles() -> tuple[Article, ...]:
     out = []
     for f in sorted(root.glob("*/*.txt")):
         text = _clean(f.read_bytes().decode("utf-8", errors="replace"))
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = sha256_text(text)
         out.append(Article(f"{f.parent.name}/{f.stem}", f.parent.name, text, digest))
     return tuple(out)
 

@@ -8,11 +8,12 @@ model then tokenizes the prompt *text* with its own tokenizer; the ids are recor
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from tmbench.fileio import sha256_text
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,7 @@ def make_prompts(docs: list[tuple[str, str]], *, n_prompts: int, prompt_len: int
 
 
 def prompts_hash(prompts: list[Prompt]) -> str:
-    blob = json.dumps([asdict(p) for p in prompts], sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return sha256_text(json.dumps([asdict(p) for p in prompts], sort_keys=True))[:16]
 
 
 def load_documents(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -158,6 +158,3 @@ def _join_wikitext(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     if cur:
         docs.append((cur_id, "\n\n".join(cur)))
     return docs
-
-
-Loader = Callable[[dict[str, Any]], list[tuple[str, str]]]

@@ -23,7 +23,6 @@ hash; same name when either has no hash), so a table can mark the row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from tmbench.cache import load_array, save_array
+from tmbench.fileio import sha256_text
 from tmbench.types import MetricContext, Sample
 
 PROTOCOL = 2  # bump when the scoring protocol changes, so cached scores are not reused
@@ -185,10 +185,10 @@ class _Cache:
         self.folder = None
         if cache_dir is not None and ident.get("content_hash"):
             key = json.dumps([ident, PROTOCOL, window, stride], sort_keys=True, default=str)
-            self.folder = Path(cache_dir) / "judge" / hashlib.sha256(key.encode()).hexdigest()[:16]
+            self.folder = Path(cache_dir) / "judge" / sha256_text(key)[:16]
 
     def _path(self, pair: tuple[str, str]) -> Path:
-        digest = hashlib.sha256("\0".join(pair).encode()).hexdigest()
+        digest = sha256_text("\0".join(pair))
         return self.folder / f"{digest}.arr"
 
     def get(self, pair: tuple[str, str]) -> np.ndarray | None:

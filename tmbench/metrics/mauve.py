@@ -23,7 +23,6 @@ nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 
 from tmbench._quiet import quiet_stderr
 from tmbench.cache import load_array, save_array
+from tmbench.fileio import sha256_text
 
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
@@ -139,8 +139,8 @@ def embed_cached(feat: Any, texts: list[str], max_length: int, cache_dir: str | 
     if cache_dir is None:
         return feat.embed(texts, max_length)
     ident = json.dumps(feat.identity(), sort_keys=True, default=str) + f"|max_length={max_length}"
-    folder = Path(cache_dir) / "features" / hashlib.sha256(ident.encode()).hexdigest()[:16]
-    paths = [folder / f"{hashlib.sha256(t.encode()).hexdigest()}.arr" for t in texts]
+    folder = Path(cache_dir) / "features" / sha256_text(ident)[:16]
+    paths = [folder / f"{sha256_text(t)}.arr" for t in texts]
     have = {i: a for i, p in enumerate(paths) if (a := load_array(p)) is not None}
     todo = [i for i in range(len(texts)) if i not in have]
     if todo:

@@ -22,7 +22,6 @@ one, which changes their numbers slightly for short texts.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
@@ -103,14 +102,6 @@ def has_units(samples: Sequence[Any], unit: str) -> bool:
     if unit == "token":
         return any(len(s.token_ids) for s in samples)
     return True
-
-
-def ngrams(seq: Sequence[Hashable], n: int) -> list[tuple]:
-    return list(zip(*(seq[i:] for i in range(n))))
-
-
-def ngram_counts(seq: Sequence[Hashable], n: int) -> Counter:
-    return Counter(ngrams(seq, n))
 
 
 def prompt_groups(samples: Sequence[Any]) -> np.ndarray:
@@ -226,7 +217,3 @@ def longest_repeat(seq: np.ndarray) -> int:
         if len(edges):
             best = max(best, int((edges[1::2] - edges[::2]).max()))
     return best
-
-
-def mean(xs: Sequence[float]) -> float:
-    return float(np.mean(xs)) if len(xs) else float("nan")

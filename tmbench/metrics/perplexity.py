@@ -46,16 +46,15 @@ figure (DESIGN 8.8); closer to the human row is better.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tmbench.fileio import atomic_write, sha256_text
 from tmbench.metrics.judge import check_window, judge_from_ctx, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
@@ -178,11 +177,11 @@ def _write_corpus(corpus: str, n: int, ctx: MetricContext) -> tuple[str, str]:
 
     arts = load_bbc(corpus.split("-", 1)[1])[:n]
     blob = "".join(json.dumps({"id": a.id, "text": a.text}) + "\n" for a in arts)
-    digest = hashlib.sha256(blob.encode()).hexdigest()
+    digest = sha256_text(blob)
     folder = Path(ctx.cache_dir or tempfile.gettempdir()) / "lm_eval_data"
     path = folder / f"{corpus}-{n}-{digest[:12]}.jsonl"
     if not path.exists():
-        _atomic_write(path, blob)
+        atomic_write(path, blob)
     return str(path), digest
 
 
@@ -190,7 +189,7 @@ def _cache_path(ctx: MetricContext, params: dict) -> Path | None:
     ident = params["adapter"]["model"]
     if ctx.cache_dir is None or not ident.get("content_hash"):
         return None  # an unidentified model (e.g. random weights in tests) is never cached
-    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    key = sha256_text(json.dumps(params, sort_keys=True, default=str))
     return Path(ctx.cache_dir) / "heldout_ppl" / f"{key[:24]}.json"
 
 
@@ -202,15 +201,7 @@ def _cache_get(ctx: MetricContext, params: dict) -> dict | None:
 def _cache_put(ctx: MetricContext, params: dict, res: dict) -> None:
     p = _cache_path(ctx, params)
     if p is not None:
-        _atomic_write(p, json.dumps(res))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        atomic_write(p, json.dumps(res))
 
 
 # ---- generation perplexity ---------------------------------------------------------------------

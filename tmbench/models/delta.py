@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from tmbench import checkpoint
+from tmbench.fileio import sha256_text
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 FORMAT = "tmbench-delta"
@@ -123,11 +124,6 @@ def save_delta(model, path: str | Path, *, base: str, adapter: dict, trained: di
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def is_delta_dir(path: str | Path) -> bool:
-    p = Path(path) / "config.json"
-    return p.exists() and checkpoint.read_json(p).get("format") == FORMAT
-
-
 def load_delta(path: str | Path, device: str = "cpu", dtype: str = "float32",
                name: str | None = None, base_path: str | Path | None = None, merge: bool = True):
     """A model from a delta folder over its base. ``base_path`` overrides where the base file
@@ -192,13 +188,11 @@ def load_ar_smollm2(device: str = "cpu", dtype: str = "float32"):
 
 def load_tm_smollm2_init(device: str = "cpu", dtype: str = "float32") -> Any:
     """TM modules at their no-op initialisation over plain SmolLM2 (no TM training)."""
-    import hashlib
-
     model = build_over_base("tm", "smollm2-135m", {"geometry": "tied", "logit_scale": 1.0},
                             "tm-smollm2-init")
     model.requires_grad_(False)
-    model.content_hash = hashlib.sha256(
-        (checkpoint.file_sha256(base_file("smollm2-135m")) + "+tm-init-v1").encode()).hexdigest()[:16]
+    base_hash = checkpoint.file_sha256(base_file("smollm2-135m"))
+    model.content_hash = sha256_text(base_hash + "+tm-init-v1")[:16]
     return _cast(model, device, dtype)
 
 

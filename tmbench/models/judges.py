@@ -17,18 +17,17 @@ and :mod:`tmbench.metrics.judge` puts it before every scored window.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
 import sys
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tmbench.fileio import atomic_write, sha256_file
 from tmbench.models.hf import HFModel, HFTokenizer
 
 GEMMA3_NAME = "gemma3-270m"
@@ -112,11 +111,7 @@ def sha256_of(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _VERIFIED:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _VERIFIED[key] = h.hexdigest()
+        _VERIFIED[key] = sha256_file(path)
     return _VERIFIED[key]
 
 
@@ -151,14 +146,8 @@ def gemma3_gguf(cache_dir: Path | None = None) -> Path:
 
 def _assemble_atomic(pkg: Any, target: Path) -> None:
     """Let the package write (and check) the file under a temporary name, then rename it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pkg.assemble(tmp, overwrite=True)  # raises ValueError on a sha256 mismatch
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    # assemble raises ValueError on a sha256 mismatch
+    atomic_write(target, lambda tmp: pkg.assemble(str(tmp), overwrite=True))
 
 
 def load_gemma3_270m(device: str = "cpu", dtype: str = "float32") -> HFJudge:
