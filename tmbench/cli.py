@@ -128,7 +128,8 @@ def _safe_entries(reg):
 def cmd_run(args) -> int:
     import torch
 
-    from tmbench.runner import Runner, dist_info, init_distributed
+    from tmbench.distributed import dist_info, init_distributed
+    from tmbench.runner import Runner
     from tmbench.suites import load_suite
 
     if args.threads:

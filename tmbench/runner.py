@@ -24,6 +24,7 @@ import torch
 
 from tmbench import __version__
 from tmbench.data.prompts import Prompt, load_documents, make_prompts, prompts_hash
+from tmbench.distributed import dist_info, init_distributed
 from tmbench.env import environment
 from tmbench.faults import fault_point
 from tmbench.memory import PeakMemory
@@ -38,8 +39,7 @@ from tmbench.results import (SCHEMA_VERSION, CorruptRecord, RunLock, append_part
 from tmbench.suites import Suite
 from tmbench.types import DecodeOutput, MetricContext, Sample, Score, prompt_generator
 
-__all__ = ["Runner", "Summary", "MetricError", "resolve_params", "plan_runs", "dist_info",
-           "init_distributed"]
+__all__ = ["Runner", "Summary", "MetricError", "resolve_params", "plan_runs"]
 
 HUMAN = "human"
 
@@ -48,35 +48,7 @@ class MetricError(RuntimeError):
     """A metric raised while scoring a run (not a missing optional dependency)."""
 
 
-# ---- data-parallel generation under torchrun ----------------------------------------------------
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) unless launched by torchrun with several processes."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: str) -> str:
-    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); return this rank's
-    device (cuda:LOCAL_RANK on GPU). Training uses the same set-up."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device if not dist.is_initialized() or not device.startswith("cuda") else \
-            f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    gpu = device.startswith("cuda")
-    dist.init_process_group("nccl" if gpu else "gloo")
-    if gpu:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return f"cuda:{local}"
-    return device
-
+# ---- data-parallel generation under torchrun (set-up in tmbench.distributed) --------------------
 
 def _broadcast(obj: Any) -> Any:
     rank, world = dist_info()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from tmbench import checkpoint
+from tmbench.distributed import dist_info, init_distributed
 from tmbench.faults import fault_point
 from tmbench.models.maturation import MaturationModel, tail_mask
 
@@ -408,22 +409,6 @@ class _Objective(torch.nn.Module):
         return tm_loss(self.model, x, self.cfg.objective, gen, rows=rows)
 
 
-def _distributed(device: str) -> tuple[int, int, str]:
-    """(rank, world, device) under torchrun (gloo on CPU, nccl on GPU); (0, 1, device) otherwise."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
 # ---- the loop -----------------------------------------------------------------------------------
 def _save(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
     from tmbench.models.shipped import save_model_dir
@@ -498,7 +483,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
     from tmbench.models.shipped import save_model_dir
 
     out = Path(out)
-    rank, world, device = _distributed(device)
+    device = init_distributed(device)  # no-op unless launched by torchrun
+    rank, world = dist_info()
     if cfg.optim.batch_size % world:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the number "
                          f"of processes ({world}); the global batch is split evenly across them")

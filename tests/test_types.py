@@ -1,0 +1,154 @@
+"""The contracts in ``tmbench.types``: the built-in models provide every member of their
+protocol, the built-in decoders call nothing else, the @metric mark, the atomic writes and
+hashes of ``tmbench.fileio``, and the process-group set-up outside torchrun."""
+
+import hashlib
+import os
+import stat
+
+import pytest
+import torch
+
+from tmbench.backbones.gpt import GPT, GPTConfig
+from tmbench.models.maturation import MaturationModel, TMConfig
+from tmbench.models.native_ar import NativeARModel
+from tmbench.registry import DECODERS
+from tmbench.types import ARModelProtocol, DecodeOutput, TMModelProtocol, metric
+
+torch.set_num_threads(1)
+PROMPTS = [[5, 6, 7, 8], [9, 10]]
+AR_DECODERS = ["greedy", "beam", "sample", "top_k", "nucleus", "typical", "min_p", "epsilon",
+               "eta", "contrastive", "best_of_n"]
+
+
+def members(proto) -> set[str]:
+    names = {n for n in vars(proto) if not n.startswith("_")}
+    return names | {n for n in getattr(proto, "__annotations__", {}) if not n.startswith("_")}
+
+
+class OnlyProtocol:
+    """The model seen through its protocol: any other attribute is an AttributeError."""
+
+    def __init__(self, model, proto):
+        self._model, self._allowed = model, members(proto)
+
+    def __getattr__(self, name):
+        if name not in self._allowed:
+            raise AttributeError(f"{name!r} is not in the model protocol")
+        return getattr(self._model, name)
+
+
+def ar_model():
+    torch.manual_seed(0)
+    return NativeARModel(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64)), 50).eval()
+
+
+def tm_model():
+    torch.manual_seed(0)
+    bb = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32))
+    m = MaturationModel(bb, TMConfig(vocab_size=50, k_max=4))
+    with torch.no_grad():
+        m.head.weight.add_(torch.randn_like(m.head.weight) * 0.3)
+    return m.eval()
+
+
+def tokens(out):
+    return out.tokens if isinstance(out, DecodeOutput) else out
+
+
+def test_builtin_models_provide_their_protocol():
+    ar, tm = ar_model(), tm_model()
+    assert not [n for n in members(ARModelProtocol) if not hasattr(ar, n)]
+    assert not [n for n in members(TMModelProtocol) if not hasattr(tm, n)]
+    assert tm.context_length() == 32
+    cache = tm.prefill(torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long),
+                       torch.arange(3)[None])
+    assert len(tm.crop_cache(cache, 2)) == 2 and len(tm.new_cache()) == 0
+
+
+@pytest.mark.parametrize("name", AR_DECODERS)
+def test_ar_decoders_call_only_the_protocol(name):
+    m, fn = ar_model(), DECODERS.get(name)
+    params = {"n": 2} if name == "best_of_n" else {}
+
+    def run(model):
+        gens = [torch.Generator().manual_seed(i) for i in range(len(PROMPTS))]
+        with torch.inference_mode():
+            return tokens(fn(model, PROMPTS, max_new_tokens=4, generator=gens, **params))
+
+    assert run(OnlyProtocol(m, ARModelProtocol)) == run(m)
+
+
+@pytest.mark.parametrize("params", [{}, {"guidance": 1.5, "trace": True, "tail_len": 3}])
+def test_maturation_calls_only_the_protocol(params):
+    m, fn = tm_model(), DECODERS.get("maturation")
+
+    def run(model):
+        gens = [torch.Generator().manual_seed(i) for i in range(len(PROMPTS))]
+        with torch.inference_mode():
+            return fn(model, PROMPTS, max_new_tokens=30, generator=gens, **params)
+
+    a, b = run(OnlyProtocol(m, TMModelProtocol)), run(m)  # 30 tokens slide past the context
+    assert a.tokens == b.tokens and a.info == b.info
+
+
+def test_metric_mark():
+    @metric
+    def plain(samples, *, ctx):
+        return {}
+
+    @metric(per_model=True)
+    def of_model(samples, *, ctx):
+        return {}
+
+    assert plain.metric and not plain.per_model
+    assert of_model.metric and of_model.per_model
+
+
+def test_atomic_write_text_bytes_writer_and_failure(tmp_path):
+    from tmbench.fileio import atomic_write
+
+    p = tmp_path / "sub" / "f.txt"
+    atomic_write(p, "héllo\n")
+    assert p.read_bytes() == "héllo\n".encode()
+    mode = stat.S_IMODE(p.stat().st_mode)
+    assert mode == 0o666 & ~_umask()  # the usual permissions, not mkstemp's 0600
+    atomic_write(p, b"\x00\x01")
+    assert p.read_bytes() == b"\x00\x01"
+    atomic_write(p, lambda tmp: tmp.write_bytes(b"by writer"))
+    assert p.read_bytes() == b"by writer"
+
+    def boom():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(p, "new", before_replace=boom)
+    assert p.read_bytes() == b"by writer"  # the old file stays whole
+    assert sorted(x.name for x in p.parent.iterdir()) == ["f.txt"]  # no temp file left
+
+
+def test_sha256_helpers(tmp_path):
+    from tmbench.checkpoint import file_sha256
+    from tmbench.fileio import sha256_file, sha256_text
+    from tmbench.models.hf import content_hash_of
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x" * 3_000_000)
+    b.write_bytes(b"yz")
+    assert sha256_file(a) == hashlib.sha256(a.read_bytes()).hexdigest() == file_sha256(a)
+    assert sha256_file([a, b]) == hashlib.sha256(a.read_bytes() + b"yz").hexdigest()
+    assert content_hash_of([b, a]) == sha256_file([a, b])[:16]  # sorted order
+    assert sha256_text("é") == hashlib.sha256("é".encode()).hexdigest()
+
+
+def test_init_distributed_outside_torchrun(monkeypatch):
+    from tmbench.distributed import dist_info, init_distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed("cpu") == "cpu" and dist_info() == (0, 1)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,32 @@
+"""The process group under ``torchrun``, shared by evaluation (prompts sharded by rank) and
+training (DDP). The same code runs with gloo on CPU and nccl on GPU (DESIGN 7)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) unless launched by torchrun with several processes."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> str:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU) and return this rank's
+    device: cuda:LOCAL_RANK on GPU, ``device`` unchanged on CPU or outside torchrun."""
+    import torch.distributed as dist
+
+    gpu = device.startswith("cuda")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if gpu else "gloo")
+    if gpu and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
