@@ -56,7 +56,7 @@ import numpy as np
 
 from tmbench.fileio import atomic_write, sha256_text
 from tmbench.metrics.judge import check_window, judge_from_ctx, judge_logprobs
-from tmbench.types import MetricContext, Sample, Score, metric_key
+from tmbench.types import MetricContext, Sample, Score, metric_key, metric
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
 BBC_TASK = "tmbench_bbc_ppl"
@@ -64,6 +64,7 @@ CORPORA = ("bbc-test", "bbc-valid")
 
 
 # ---- held-out perplexity ----------------------------------------------------------------------
+@metric(per_model=True)  # the model alone: computed once per model and reused by its records
 def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc-test",
                 n_articles: int = 8, max_length: int | None = 127, context_len: int = 1,
                 lm_eval_task: str | None = None, batch_tokens: int = 2048) -> dict[str, Score]:
