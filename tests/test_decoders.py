@@ -288,3 +288,40 @@ def test_registry_names_resolve_to_ar_decoders():
     for name in [*ALL]:
         fn = DECODERS.get(name)
         assert fn is ALL[name][0] and fn.model_kind == "ar"
+
+
+# ---- the hot path's shortcuts --------------------------------------------------------------
+
+def test_argmax_takes_the_first_of_tied_maxima():
+    from tmbench.decoders import _loop
+
+    x = torch.randint(0, 3, (64, 500), generator=gen(0)).float()  # many tied maxima per row
+    assert torch.equal(_loop.argmax(x), x.argmax(-1))
+
+
+def test_check_finite_is_exact():
+    from tmbench.models.base import NonFiniteError, check_finite
+
+    huge = torch.full((2, 8), 3.0e38)  # finite, but the sum overflows: the exact test decides
+    check_finite(huge, "m", "here")
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = torch.zeros(3, 8)
+        x[1, 5] = bad
+        with pytest.raises(NonFiniteError, match=r"model 'm' produced NaN/inf here in batch rows \[1\]"):
+            check_finite(x, "m", "here")
+
+
+def test_forward_last_is_the_last_position_of_forward(hf, prompts):
+    """The LM head on the last position only (logits_to_keep=1) gives that position's logits."""
+    from tmbench.models.base import ARModel
+
+    model = wrap(hf)
+    ids, mask = left_pad(prompts)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        full, hidden, _ = model.forward(ids, mask, pos, None)
+        last, hidden_last, _ = model.forward_last(ids, mask, pos, None)
+        generic, _, _ = ARModel.forward_last(model, ids, mask, pos, None)
+    assert last.shape == (len(prompts), 1, V) and torch.equal(hidden_last, hidden)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+    assert torch.equal(generic, full[:, -1:])

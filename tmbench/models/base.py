@@ -1,9 +1,12 @@
 """The autoregressive model interface every AR decoder talks to.
 
-A backend implements two methods, ``forward`` and ``select_cache``; the shared methods
+A backend implements two methods, ``forward`` and ``select_cache`` (and may override
+``forward_last`` to skip the LM head on all but the last position); the shared methods
 ``prefill``, ``step`` and ``select`` handle left padding, position ids and the attention mask,
 so decoders never see padding. Batches are left-padded: row b's prompt occupies the last
-``len(prompt_b)`` columns of the prefill.
+``len(prompt_b)`` columns of the prefill. ``prefill`` and ``step`` run under
+``torch.inference_mode``: what they return (logits, hidden states, cache) is for decoding only
+and takes no in-place update outside inference mode.
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ class NonFiniteError(FloatingPointError):
 
 
 def check_finite(x: torch.Tensor, model: str, where: str) -> None:
-    if not torch.isfinite(x).all():
-        rows = (~torch.isfinite(x)).flatten(1).any(1).nonzero()[:, 0].tolist()
-        raise NonFiniteError(f"model {model!r} produced NaN/inf {where} in batch rows {rows}")
+    # one reduction instead of an elementwise test per step: a NaN or inf makes the sum
+    # non-finite; a finite sum that overflows only costs the exact test below
+    if torch.isfinite(x.sum()) or torch.isfinite(x).all():
+        return
+    rows = (~torch.isfinite(x)).flatten(1).any(1).nonzero()[:, 0].tolist()
+    raise NonFiniteError(f"model {model!r} produced NaN/inf {where} in batch rows {rows}")
 
 
 class ARModel(abc.ABC):
@@ -66,12 +72,19 @@ class ARModel(abc.ABC):
     def select_cache(self, cache: Any, index: torch.Tensor) -> Any:
         """Rows ``index`` (N,) of the cache, in that order (beam reordering, expansion)."""
 
+    def forward_last(self, input_ids, attention_mask, position_ids, cache):
+        """``forward`` with logits at the last position only (B, 1, V); hidden states and cache
+        as ``forward``. What ``prefill`` and ``step`` call: a backend that can skip the LM
+        head on the other positions overrides it."""
+        logits, hidden, cache = self.forward(input_ids, attention_mask, position_ids, cache)
+        return logits[:, -1:], hidden, cache
+
     def identity(self) -> dict[str, Any]:
         """What identifies this model in a run record (name, content hash, dtype)."""
         return {"name": self.name}
 
     # ---- shared -------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], keep_hidden: bool = False) -> StepOutput:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
@@ -83,18 +96,19 @@ class ARModel(abc.ABC):
             mask[b, S - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # pads get position 0; they are masked anyway
-        logits, hidden, cache = self.forward(ids, mask, pos, None)
+        logits, hidden, cache = self.forward_last(ids, mask, pos, None)
         state = DecodeState(cache, mask, pos[:, -1] + 1, hidden if keep_hidden else None)
         last = logits[:, -1].float()
         check_finite(last, self.name, "in the prefill logits")
         return StepOutput(last, hidden[:, -1], state)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, state: DecodeState, tokens: torch.Tensor) -> StepOutput:
         """Feed one token per row (B,) and return the logits for the following position."""
         mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(len(tokens), 1)], 1)
         pos = state.positions[:, None]
-        logits, hidden, cache = self.forward(tokens[:, None].to(self.device), mask, pos, state.cache)
+        logits, hidden, cache = self.forward_last(tokens[:, None].to(self.device), mask, pos,
+                                                  state.cache)
         new = DecodeState(cache, mask, state.positions + 1, None)
         new.steps = state.steps + 1
         last = logits[:, -1].float()

@@ -53,6 +53,7 @@ class HFModel(ARModel):
         # transformers >= 5.x renamed the cache argument; use whichever this version takes
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in params
 
     @property
     def device(self) -> torch.device:
@@ -71,16 +72,26 @@ class HFModel(ARModel):
                 "content_hash": self.content_hash, "dtype": str(self.dtype).replace("torch.", "")}
 
     def forward(self, input_ids, attention_mask, position_ids, cache):
+        return self._forward(input_ids, attention_mask, position_ids, cache, last_only=False)
+
+    def forward_last(self, input_ids, attention_mask, position_ids, cache):
+        """The LM head on the last position only (``logits_to_keep=1``, as ``generate`` does
+        in its prefill), where the model takes that argument."""
+        return self._forward(input_ids, attention_mask, position_ids, cache, last_only=True)
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache, last_only: bool):
         from transformers import DynamicCache
 
         if cache is None:
             cache = DynamicCache(config=self.model.config)
+        keep = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=True, output_hidden_states=True, **{self._cache_kwarg: cache},
+            use_cache=True, output_hidden_states=True, **{self._cache_kwarg: cache}, **keep,
         )
         new_cache = getattr(out, "cache", None) or out.past_key_values
-        return out.logits, out.hidden_states[-1], new_cache
+        logits = out.logits[:, -1:] if last_only else out.logits
+        return logits, out.hidden_states[-1], new_cache
 
     def select_cache(self, cache, index):
         cache.reorder_cache(index)  # index_select along the batch axis, in place
