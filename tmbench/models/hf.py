@@ -5,7 +5,6 @@ Remote code is disabled unless the caller passes ``trust_remote_code=True`` expl
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import inspect
 import os
@@ -14,6 +13,7 @@ from typing import Any
 
 import torch
 
+from tmbench.fileio import sha256_file
 from tmbench.models.base import ARModel
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -99,13 +99,8 @@ class HFModel(ARModel):
 
 
 def content_hash_of(paths: list[Path]) -> str:
-    """sha256 over files (streamed); identifies a checkpoint in run records."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    """sha256 over files (in sorted order); identifies a checkpoint in run records."""
+    return sha256_file(sorted(paths))[:16]
 
 
 def load_hf(name_or_path: str, *, device: str = "cpu", dtype: str = "float32",
