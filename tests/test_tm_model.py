@@ -227,3 +227,15 @@ def test_bad_config_values_raise():
         TMConfig(readout="middle")
     with pytest.raises(ValueError, match="film"):
         TMConfig(film="everywhere")
+
+
+def test_maturation_decodes_with_bfloat16_weights():
+    """bf16 weights (GPU --dtype bfloat16): float32 decode states and alpha features are cast."""
+    from tmbench.registry import DECODERS
+
+    torch.manual_seed(0)
+    m = MaturationModel(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=64)),
+                        TMConfig(vocab_size=50, k_max=4)).eval().to(torch.bfloat16)
+    out = DECODERS.get("maturation")(m, [[1, 2, 3], [4]], max_new_tokens=5, tail_len=4,
+                                     generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    assert [len(t) for t in out.tokens] == [5, 5]

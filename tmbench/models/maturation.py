@@ -184,7 +184,9 @@ class MaturationModel(nn.Module):
         Returns the vector head output at every position (B, T, d) and the cache; which
         position predicts which slot is the readout's business (see ``readout_shift``)."""
         cfg = self.config
-        h = self.input_scale * z + self.alpha_mlp(sinusoidal(alpha, cfg.n_freq)).to(z.dtype)
+        z = z.to(self.dtype)  # decode states may arrive in float32 (eta, noise) over bf16 weights
+        feats = sinusoidal(alpha, cfg.n_freq).to(self.alpha_mlp[0].weight.dtype)  # (B, T, 2F)
+        h = self.input_scale * z + self.alpha_mlp(feats).to(z.dtype)
         # tails longer than k_max (decode-time sweeps) reuse the k_max embedding
         gamma, beta = self.film(k.clamp(max=cfg.k_max)).to(z.dtype)[:, None, :].chunk(2, -1)
         film = None
