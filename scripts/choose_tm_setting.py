@@ -52,7 +52,7 @@ def choose(table: dict[str, dict[str, float]]) -> tuple[str, list[str]]:
 def markdown(table, chosen, ok) -> str:
     lines = ["| row | " + " | ".join(c for c, _ in COLUMNS) + " | passes quality terms |",
              "|---|" + "---|" * (len(COLUMNS) + 1)]
-    for k, r in table.items():
+    for k, r in sorted(table.items(), key=lambda kv: (kv[0] != 'human reference', kv[0])):
         cells = [f"{r[key]:.3f}" if key in r else "–" for _, key in COLUMNS]
         mark = "**chosen**" if k == chosen else ("yes" if k in ok else "")
         lines.append(f"| {k} | " + " | ".join(cells) + f" | {mark} |")
