@@ -2,6 +2,7 @@
 ValueError (exit code 2 at the CLI), never another exception, and writes nothing."""
 
 import copy
+import shutil
 
 import pytest
 import yaml
@@ -85,6 +86,7 @@ def test_decoder_params_type_checked(params):
                      max_size=5))
 def test_cli_run_arguments_never_traceback(tmp_path, monkeypatch, capsys, args):
     monkeypatch.chdir(tmp_path)
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)  # tmp_path is shared by the examples
     (tmp_path / "fz.yaml").write_text(yaml.safe_dump(VALID))
     argv = ["run", "--suite", "fz.yaml", "--no-progress", "--out", "runs", *args]
     # Keep it from doing real work: a valid command line would run; only invalid ones reach here

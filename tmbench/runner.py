@@ -140,6 +140,10 @@ class Runner:
 
     def __init__(self, suite: Suite, out_dir: Path, *, device: str = "cpu", dtype: str = "float32",
                  limit: int | None = None, progress: bool = True, log: Callable = print):
+        import re
+
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available; accepted: cpu")
         if dtype not in ("float32", "bfloat16", "float16"):
