@@ -99,7 +99,8 @@ def cmd_list(args) -> int:
     from tmbench.registry import DECODERS, METRICS, MODELS
     from tmbench.suites import find_suite, list_suites
 
-    data = {reg.kind + "s": [{"name": e.name, "source": e.source} for e in _safe_entries(reg)]
+    data = {reg.kind + "s": [{"name": e.name, "source": e.source, "about": _about(e.obj)}
+                             for e in _safe_entries(reg)]
             for reg in (MODELS, DECODERS, METRICS)}
     data["suites"] = [{"name": s, "source": str(find_suite(s))} for s in list_suites()]
     if args.json:
@@ -108,8 +109,15 @@ def cmd_list(args) -> int:
     for kind, entries in data.items():
         print(f"{kind}:")
         for e in entries:
-            print(f"  {e['name']:<22} {e['source']}")
+            about = f"  {e['about']}" if e.get("about") else ""
+            print(f"  {e['name']:<22} {e['source']:<10}{about}")
     return 0
+
+
+def _about(obj) -> str:
+    """First line of an entry's docstring (for models: what it is and where its weights are)."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0][:100] if doc else ""
 
 
 def _safe_entries(reg):
