@@ -18,3 +18,14 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"tmbench's test dependencies are not installed in this Python ({', '.join(missing)} "
             "missing). Run the README's test command: scripts/install.sh && .venv/bin/python -m pytest -q")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (small models: thread start-up costs more than it saves)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,12 +18,7 @@ from tmbench.models.hf import HFTokenizer
 HAS_GEMMA3 = importlib.util.find_spec(judges.GEMMA3_MODULE) is not None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def _tiny_gemma3(softcap=30.0):

@@ -19,12 +19,7 @@ from tmbench.metrics.perplexity import gen_ppl, heldout_ppl  # noqa: E402
 WINDOW = 32  # small, so articles span several rolling windows
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def _hflm():

@@ -22,12 +22,7 @@ SENTENCES = [
 ] * 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 # ---- tiny models on disk (also used by test_lm_eval_cli.py) -----------------------------------

@@ -163,9 +163,9 @@ def load_delta(path: str | Path, device: str = "cpu", dtype: str = "float32",
 
 
 def _cast(model, device: str, dtype: str):
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise ValueError(f"dtype must be one of float32, float16, bfloat16, got {dtype!r}")
-    return model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    from tmbench.models.shipped import cast_model
+
+    return cast_model(model, device, dtype)
 
 
 def _load_shipped_delta(name: str, device: str, dtype: str):

@@ -142,6 +142,11 @@ def load_model_dir(path: str | Path, device: str = "cpu", dtype: str = "float32"
     sd = checkpoint.load_tensors(path / "model.safetensors")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     model.content_hash = content_hash_of([path / "model.safetensors"])
+    return cast_model(model, device, dtype)
+
+
+def cast_model(model, device: str, dtype: str):
+    """Move a loaded model to ``device`` and ``dtype`` (float32 | float16 | bfloat16), eval mode."""
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype must be one of float32, float16, bfloat16, got {dtype!r}")
     return model.to(device=device, dtype=getattr(torch, dtype)).eval()
