@@ -80,6 +80,20 @@ def test_run_writes_records_and_resumes(tmp_path, suite):
     assert not s2.done and len(s2.skipped) == 4
 
 
+def test_model_human_selects_the_human_row(tmp_path, suite):
+    out = tmp_path / "res"
+    quiet = dict(progress=False, log=lambda *a: None)
+    s1 = Runner(suite, out, **quiet).run(models=["human"])
+    assert len(s1.done) == 1 and [r["row"]["model"] for r in map(read_record, records(out))] \
+        == ["human"]
+    # a model filter alone leaves the human row out; with `human` beside it, both run
+    Runner(suite, out, **quiet).run(models=["toy-random"], decoders=["sample"], seeds=[0])
+    assert len(records(out)) == 2
+    s3 = Runner(suite, out, **quiet).run(models=["toy-random", "human"], seeds=[1])
+    assert len(s3.done) == 2 and len(s3.skipped) == 1  # argmax and sample at seed 1; human
+    assert {read_record(p / "record.json")["row"]["model"] for p in s3.skipped} == {"human"}
+
+
 def test_same_seed_same_tokens_different_seed_differs(tmp_path, suite):
     out = tmp_path / "res"
     Runner(suite, out, progress=False, log=lambda *a: None).run(decoders=["sample"])

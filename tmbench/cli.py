@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an evaluation suite (completed runs are skipped)")
     r.add_argument("--suite", default="default", help="suite name in tasks/ or a path to a .yaml")
-    r.add_argument("--model", action="append", help="only this model (repeatable)")
+    r.add_argument("--model", action="append",
+                   help="only this model (repeatable; `human` is the human reference row)")
     r.add_argument("--decoder", action="append", help="only this decoder label or name (repeatable)")
     r.add_argument("--seed", action="append", type=_seed, help="only this seed (repeatable)")
     r.add_argument("--limit", type=_positive, help="use only the first N prompts")

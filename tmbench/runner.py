@@ -162,11 +162,12 @@ class Runner:
         return self._models[name]
 
     # -- plan --
-    def plan(self, models=None, decoders=None, seeds=None):
+    def plan(self, models=None, decoders=None, seeds=None, runs: bool = True):
         """Every check before any work: names, decoder and metric parameters, models load,
         the context of every model fits prompt + max_new_tokens. Returns (runs, metrics,
-        prompts); raises ValueError on the first problem."""
-        plans = plan_runs(self.suite, models, decoders, seeds, log=self.log)
+        prompts); raises ValueError on the first problem. `runs=False` plans the metrics and
+        prompts only (the human row alone)."""
+        plans = plan_runs(self.suite, models, decoders, seeds, log=self.log) if runs else []
         metrics = resolve_metrics(self.suite.metrics)
         prompts = build_prompts(self.suite, self.limit, self.load_model)
         for plan in plans:
@@ -191,9 +192,14 @@ class Runner:
     def run(self, models=None, decoders=None, seeds=None) -> Summary:
         from tqdm.auto import tqdm
 
-        plans, metrics, prompts = self.plan(models, decoders, seeds)
+        # the human row runs with the whole suite, or when asked for as `--model human`
+        asked_human = HUMAN in (models or [])
+        human = self.suite.human_row and (asked_human or not decoders and not models)
+        human = human and dist_info()[0] == 0
+        models = [m for m in models or [] if m != HUMAN] or None
+        only_human = asked_human and models is None
+        plans, metrics, prompts = self.plan(models, decoders, seeds, runs=not only_human)
         summary = Summary()
-        human = self.suite.human_row and not decoders and not models and dist_info()[0] == 0
         # one bar for the whole suite (runs done / total, generated tokens/s, ETA) besides
         # the per-run bar of batches
         bar = tqdm(total=len(plans) + human, desc=f"suite {self.suite.name} v{self.suite.version}",
