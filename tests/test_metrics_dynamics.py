@@ -1,14 +1,9 @@
-"""Dynamics on synthetic maturation traces, and agreement with K=1 against a stand-in decoder
-(the real ``tmbench.decoders.maturation`` is replaced through ``sys.modules``)."""
-
-import sys
-import types
+"""Dynamics on synthetic maturation traces and on the real decoder's trace."""
 
 import pytest
 
 from _metrics_util import ctx, sample
 from tmbench.metrics.dynamics import dynamics
-from tmbench.types import DecodeOutput
 
 
 class TM:
@@ -28,7 +23,7 @@ def _samples():
 
 
 def test_trace_curves_and_scalars():
-    out = dynamics(_samples(), ctx=ctx(model=TM()), k1_agreement=False)
+    out = dynamics(_samples(), ctx=ctx(model=TM()))
     fin = out["entropy_final[scale=20]"]
     assert fin.per_sample == [2.0, 2.0] and fin.value == 2.0  # (1 + 3) / 2 and 2
     assert out["entropy_first[scale=20]"].per_sample == [4.0, 2.0]
@@ -52,40 +47,13 @@ def test_non_tm_runs_and_human_row_return_nothing():
 
 def test_missing_trace_is_noted():
     c = ctx(model=TM())
-    out = dynamics([sample("a", [1])], ctx=c, k1_agreement=False)
+    out = dynamics([sample("a", [1])], ctx=c)
     assert out == {} and "no maturation trace" in c.notes[0]
 
 
-def test_agreement_with_k1(monkeypatch):
-    calls = []
-
-    def maturation(model, prompts, *, max_new_tokens, generator, tail_len=16, **kw):
-        calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "tail_len": tail_len,
-                      "generator": generator, **kw})
-        table = {(1, 2): [7, 8, 5, 6], (3,): [9, 4, 4, 4]}
-        return DecodeOutput([table[tuple(p)] for p in prompts], {})
-
-    monkeypatch.setitem(sys.modules, "tmbench.decoders.maturation",
-                        types.SimpleNamespace(maturation=maturation))
-    ss = [sample("", [7, 9, 5, 6]), sample("", [7, 8, 5, 6]), sample("", [4, 4], prompt_index=1)]
-    ss[2].prompt_ids = [3]
-    info = {"params": {"tail_len": 16, "alpha_max": 0.5, "trace": True}, "max_new_tokens": 4}
-    out = dynamics(ss, ctx=ctx(model=TM(), decode_info=info))
-    assert out["k1_agree[mode=prefix]"].per_sample == [0.25, 1.0, 0.0]
-    assert out["k1_agree[mode=position]"].per_sample == [0.75, 1.0, 0.5]
-    (call,) = calls  # one batch; every sample under the run's own generator for it
-    assert call["tail_len"] == 1 and call["alpha_max"] == 0.5 and "trace" not in call
-    assert call["max_new_tokens"] == 4 and call["prompts"] == [[1, 2], [1, 2], [3]]
-    assert [g.initial_seed() for g in call["generator"]] == [
-        s.seed * 1_000_003 + i for i, s in enumerate(ss)]
-    c = ctx(model=TM(), decode_info={"params": {"tail_len": 1}})
-    assert "k1_agree[mode=prefix]" not in dynamics(ss, ctx=c)
-
-
 def test_real_maturation_decoder_end_to_end():
-    """A tiny random TM model through the real decoder: trace keys parse, agreement with K=1
-    is 1 when the run is argmax with alpha_max = 1 (vector-greedy at any K, DESIGN 3.3),
-    and TmbenchLM scores the TM model by its induced distribution."""
+    """A tiny random TM model through the real decoder: trace keys parse, and TmbenchLM
+    scores the TM model by its induced distribution."""
     mat = pytest.importorskip("tmbench.decoders.maturation", reason="maturation decoder missing")
     import torch
 
@@ -115,7 +83,6 @@ def test_real_maturation_decoder_end_to_end():
     assert {"entropy_final[scale=20]", "entropy_final[scale=1]", "displacement_final",
             "cos_final_last", "agree_front_argmax"} <= set(out)
     assert len(out["entropy_final[scale=20]"].meta["curve"]["mean"]) == 4
-    assert out["k1_agree[mode=position]"].value == 1.0
     lm = TmbenchLM(m, prefix_token_id=0)
     assert lm.max_length == 63
     from lm_eval.api.instance import Instance

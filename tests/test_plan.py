@@ -164,6 +164,18 @@ def test_metric_params_recorded_resolved_and_new_metric_scores_stored_samples(tm
     assert [s["token_ids"] for s in rec2["samples"]] == [s["token_ids"] for s in rec["samples"]]
 
 
+def test_scores_of_a_metric_the_suite_no_longer_has_are_dropped(tmp_path):
+    out = tmp_path / "res"
+    both = ["  - {name: plan_len}", "  - {name: plan_len, params: {scale: 2}}"]
+    run(make(tmp_path, metrics=both), out)
+    CALLS["gen"] = 0
+    summary = run(make(tmp_path, metrics=["  - {name: plan_len, params: {scale: 2}}"]), out)
+    assert CALLS["gen"] == 0 and len(summary.rescored) == 2
+    rec = read_record(records(out)[0])
+    assert set(rec["metric_runs"]) == {"plan_len[scale=2]"} and set(rec["metrics"]) == {"len[scale=2]"}
+    assert len(run(make(tmp_path, metrics=both[1:]), out).skipped) == 2
+
+
 def test_metric_that_raises_is_an_error_naming_metric_and_run(tmp_path):
     s = make(tmp_path, decoders=["  - {name: plan_argmax, label: plain}"],
              metrics=["  - {name: plan_boom}"])

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from tmbench.agreement import with_k1_agreement
 from tmbench.cells import (HUMAN, N_BOOT, Cell, Paired, aggregate_cell, bootstrap_ci, is_human,
                            paired_bootstrap, parse_key, runs_cell, stream)
 from tmbench.results import canonical
@@ -208,9 +209,10 @@ def add_paired(table: Table, reference: str = "greedy") -> None:
 # ---- tables --------------------------------------------------------------------------------------
 
 def tables_from_records(recs: list[dict], reference: str = "greedy") -> list[Table]:
-    """One quality table per suite version, plus one throughput table per machine fingerprint."""
+    """One quality table per suite version, plus one throughput table per machine fingerprint.
+    Scores across a pair of runs (a TM run against its K = 1 run) are added first."""
     by_suite: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for rec in recs:
+    for rec in with_k1_agreement(recs):
         s = rec["spec"]["suite"]
         by_suite[(s["name"], s["version"])].append(rec)
     tables = []

@@ -304,12 +304,21 @@ class Runner:
         stored samples, without generating again."""
         done = rec.get("metric_runs", {})
         todo = [m for m in metrics if done.get(m.id, {}).get("status") != "ok"]
-        if not todo:
+        # a record holds the scores of its suite's metrics: those of a metric the suite no
+        # longer has (or has with other parameters) go when the record is next completed
+        gone = sorted(set(done) - {m.id for m in metrics})
+        if not todo and not gone:
             summary.skipped.append(folder)
             return rec, "complete"
+        if gone:
+            rec = {**rec, "metrics": {k: v for k, v in rec["metrics"].items()
+                                      if v.get("metric_id") not in gone},
+                   "metric_runs": {k: v for k, v in done.items() if k not in gone}}
+            done = rec["metric_runs"]
+            self.log(f"dropped the scores of {', '.join(gone)} from {what} (not in the suite)")
         samples = [Sample(**s) for s in rec["samples"]]
         info = rec.get("decode_info", {})
-        scored = self.score(samples, model, info, todo, what)
+        scored = self.score(samples, model, info, todo, what) if todo else Scored({}, {}, [], {})
         rec = {k: v for k, v in rec.items() if k != "record_hash"}
         for k in [k for k, v in rec["metrics"].items() if v.get("metric_id") in scored.metric_runs]:
             del rec["metrics"][k]  # a metric rescored replaces its old values
@@ -321,7 +330,8 @@ class Runner:
             m.get("scoring_s", 0.0) for m in scored.metric_runs.values())
         write_record(folder / "record.json", rec)
         summary.rescored.append(folder)
-        self.log(f"scored {', '.join(m.id for m in todo)} on the stored samples of {what}")
+        if todo:
+            self.log(f"scored {', '.join(m.id for m in todo)} on the stored samples of {what}")
         return rec, "rescored"
 
     def _run_sharded(self, plan, fn, model, spec, key, folder, prompts, metrics, summary):
