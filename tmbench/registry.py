@@ -106,6 +106,7 @@ DECODERS = Registry(
         "contrastive": "tmbench.decoders.contrastive:contrastive",
         "maturation": "tmbench.decoders.maturation:maturation",
         "best_of_n": "tmbench.decoders.best_of_n:best_of_n",
+        "no_repeat_greedy": "tmbench.decoders.no_repeat:no_repeat_greedy",
     },
 )
 

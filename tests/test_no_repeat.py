@@ -1,0 +1,70 @@
+"""The no-repeat-n-gram greedy decoder: token-identical to transformers, and no n-gram twice."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tmbench.models.hf import HFModel
+from tmbench.registry import DECODERS
+
+V, PAD = 23, 0  # a small vocabulary, so that unbanned greedy decoding repeats n-grams
+
+
+@pytest.fixture(scope="module")
+def hf():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, pad_token_id=PAD,
+                      bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def model(hf, eos):
+    m = HFModel(hf, None, "tiny")
+    m.eos_token_id = eos
+    return m
+
+
+def prompts(n_rows=3, length=6, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, V, (length,), generator=g).tolist() for _ in range(n_rows)]
+
+
+def hf_generate(hf, ps, eos, **kw):
+    out = hf.generate(input_ids=torch.tensor(ps), attention_mask=torch.ones(len(ps), len(ps[0]),
+                      dtype=torch.long), pad_token_id=PAD, eos_token_id=eos, do_sample=False,
+                      **kw)[:, len(ps[0]):].tolist()
+    return [r[: r.index(eos) + 1] if eos in r else r for r in out]
+
+
+def grams(row, n):
+    return [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("eos", [2, 13])
+def test_equals_transformers_no_repeat_ngram_size(hf, n, eos):
+    ps = prompts()
+    fn = DECODERS.get("no_repeat_greedy")
+    ours = fn(model(hf, eos), ps, max_new_tokens=20 if n > 1 else 12,
+              generator=torch.Generator(), n=n)
+    assert ours == hf_generate(hf, ps, eos, max_new_tokens=20 if n > 1 else 12,
+                               no_repeat_ngram_size=n)
+
+
+def test_no_ngram_twice_where_greedy_repeats(hf):
+    ps = prompts()
+    plain = DECODERS.get("greedy")(model(hf, None), ps, max_new_tokens=30,
+                                   generator=torch.Generator())
+    assert any(len(set(grams(p + r, 3))) < len(grams(p + r, 3)) for p, r in zip(ps, plain))
+    ours = DECODERS.get("no_repeat_greedy")(model(hf, None), ps, max_new_tokens=30,
+                                            generator=torch.Generator(), n=3)
+    for p, r in zip(ps, ours):
+        assert len(r) == 30 and len(set(grams(p + r, 3))) == len(grams(p + r, 3))
+
+
+@pytest.mark.parametrize("n", [0, 1.5, True, "3"])
+def test_bad_n_is_refused(hf, n):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        DECODERS.get("no_repeat_greedy")(model(hf, None), prompts(), max_new_tokens=4,
+                                         generator=torch.Generator(), n=n)
