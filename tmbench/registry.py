@@ -138,6 +138,7 @@ METRICS = Registry(
         "heldout_ppl": "tmbench.metrics.perplexity:heldout_ppl",
         "throughput": "tmbench.metrics.throughput:throughput",
         "dynamics": "tmbench.metrics.dynamics:dynamics",
+        "compression_ratio": "tmbench.metrics.compression:compression_ratio",
     },
 )
 
