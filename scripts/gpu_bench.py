@@ -135,9 +135,9 @@ def tm_case(lm, B: int, run: dict, device: str) -> dict:
     weights under bf16 autocast on both."""
     from tmbench.backbones.hf_adapter import HFBackbone
     from tmbench.decoders.greedy import greedy
-    from tmbench.decoders.maturation import maturation
     from tmbench.models.hf import HFModel
-    from tmbench.models.maturation import MaturationModel, TMConfig
+    from tmbench.tm.decode import maturation
+    from tmbench.tm.model import MaturationModel, TMConfig
 
     ar = HFModel(lm, None, "smollm2-arch-random")
     ar.eos_token_id = None

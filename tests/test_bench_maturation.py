@@ -30,9 +30,9 @@ import torch
 
 from tmbench.backbones.gpt import GPT, GPTConfig
 from tmbench.decoders.greedy import greedy
-from tmbench.decoders.maturation import maturation
-from tmbench.models.maturation import MaturationModel, TMConfig, tail_mask
 from tmbench.models.native_ar import NativeARModel
+from tmbench.tm.decode import maturation
+from tmbench.tm.model import MaturationModel, TMConfig, tail_mask
 
 pytestmark = pytest.mark.slow
 NEW, PROMPT, K, FLOOR_REPS = 64, 32, 16, 4

@@ -97,9 +97,9 @@ def test_nan_in_tm_vectors_stops_with_model_step_and_rows():
     import torch
 
     from tmbench.backbones.gpt import GPT, GPTConfig
-    from tmbench.decoders.maturation import maturation
     from tmbench.models.base import NonFiniteError
-    from tmbench.models.maturation import MaturationModel, TMConfig
+    from tmbench.tm.decode import maturation
+    from tmbench.tm.model import MaturationModel, TMConfig
 
     torch.manual_seed(0)
     tm = MaturationModel(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)),

@@ -54,12 +54,12 @@ def test_missing_trace_is_noted():
 def test_real_maturation_decoder_end_to_end():
     """A tiny random TM model through the real decoder: trace keys parse, and TmbenchLM
     scores the TM model by its induced distribution."""
-    mat = pytest.importorskip("tmbench.decoders.maturation", reason="maturation decoder missing")
+    mat = pytest.importorskip("tmbench.tm.decode", reason="maturation decoder missing")
     import torch
 
     from tmbench.backbones.gpt import GPT, GPTConfig
     from tmbench.lm_eval_adapter import TmbenchLM
-    from tmbench.models.maturation import MaturationModel, TMConfig
+    from tmbench.tm.model import MaturationModel, TMConfig
     from tmbench.types import Sample
 
     class Chars:

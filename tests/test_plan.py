@@ -207,8 +207,8 @@ def test_tm_window_slides_only_when_the_forwarded_tail_overflows():
     import torch
 
     from tmbench.backbones.gpt import GPT, GPTConfig
-    from tmbench.decoders.maturation import _Window
-    from tmbench.models.maturation import MaturationModel, TMConfig
+    from tmbench.tm.decode import _Window
+    from tmbench.tm.model import MaturationModel, TMConfig
 
     torch.manual_seed(0)
     m = MaturationModel(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32)),

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tmbench.backbones.gpt import GPT, GPTConfig
-from tmbench.decoders.maturation import maturation
-from tmbench.models.maturation import MaturationModel, TMConfig
 from tmbench.registry import DECODERS
+from tmbench.tm.decode import maturation
+from tmbench.tm.model import MaturationModel, TMConfig
 from tmbench.types import DecodeOutput
 
 torch.set_num_threads(1)

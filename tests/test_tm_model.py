@@ -7,8 +7,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from tmbench.backbones.gpt import GPT, GPTConfig
 from tmbench.backbones.hf_adapter import HFBackbone
-from tmbench.models.maturation import MaturationModel, TMConfig, tail_mask
 from tmbench.models.shipped import load_model_dir, save_model_dir
+from tmbench.tm.model import MaturationModel, TMConfig, tail_mask
 
 torch.set_num_threads(1)
 V, C = 61, 32

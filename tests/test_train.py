@@ -8,9 +8,9 @@ import torch
 from tmbench.train import (ObjectiveConfig, OptimConfig, ar_loss, build_for_training,
                            configure_optimizer, load_config, lr_at, main, tm_loss, train)
 from tmbench.backbones.gpt import GPT, GPTConfig
-from tmbench.models.maturation import MaturationModel, TMConfig
 from tmbench.models.native_ar import NativeARModel
 from tmbench.models.shipped import load_model_dir
+from tmbench.tm.model import MaturationModel, TMConfig
 
 torch.set_num_threads(1)
 V, C = 64, 32

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tmbench.backbones.gpt import GPT, GPTConfig
-from tmbench.models.maturation import MaturationModel, TMConfig
 from tmbench.models.native_ar import NativeARModel
 from tmbench.registry import DECODERS
+from tmbench.tm.model import MaturationModel, TMConfig
 from tmbench.types import ARModelProtocol, DecodeOutput, TMModelProtocol, metric
 
 torch.set_num_threads(1)

@@ -190,7 +190,7 @@ class TmbenchLM(TemplateLM):
         m = self.model
         eos = getattr(m, "eos_token_id", None)
         if getattr(m, "kind", "ar") == "tm":
-            from tmbench.decoders.maturation import maturation
+            from tmbench.tm.decode import maturation
 
             out = maturation(m, [ids], max_new_tokens=n, generator=torch.Generator().manual_seed(0))
             toks = list(getattr(out, "tokens", out)[0])

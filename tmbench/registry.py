@@ -104,7 +104,7 @@ DECODERS = Registry(
         "epsilon": "tmbench.decoders.sampling:epsilon",
         "eta": "tmbench.decoders.sampling:eta",
         "contrastive": "tmbench.decoders.contrastive:contrastive",
-        "maturation": "tmbench.decoders.maturation:maturation",
+        "maturation": "tmbench.tm.decode:maturation",
         "best_of_n": "tmbench.decoders.best_of_n:best_of_n",
         "no_repeat_greedy": "tmbench.decoders.no_repeat:no_repeat_greedy",
     },

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tmbench import checkpoint
 from tmbench.distributed import dist_info, init_distributed
 from tmbench.faults import fault_point
-from tmbench.models.maturation import MaturationModel, tail_mask
+from tmbench.tm.model import MaturationModel, tail_mask
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -24,7 +24,7 @@ scores it once per model).
 
 What a decoder (or a metric) may call on a model is :class:`ARModelProtocol` ("ar": logits
 with a KV cache, implemented by ``tmbench.models.base.ARModel``) or :class:`TMModelProtocol`
-("tm": the maturation step, implemented by ``tmbench.models.maturation.MaturationModel``).
+("tm": the maturation step, implemented by ``tmbench.tm.model.MaturationModel``).
 A decoder that needs an attribute neither names shows a method the protocol is missing.
 What the runner tells a metric about decoding is :class:`DecodeInfo`; the maturation trace
 format is :class:`Trace`.
@@ -207,8 +207,8 @@ class MetricContext:
 
 
 class Trace(TypedDict):
-    """What the ``maturation`` decoder records with ``trace=True``, per sample, in
-    ``Sample.info["trace"]``; the ``dynamics`` metric reads it.
+    """What the ``maturation`` decoder records with ``trace=True`` (``tmbench.tm.trace``), per
+    sample, in ``Sample.info["trace"]``; the ``dynamics`` metric reads it.
 
     One row per committed token t, in order; each row has one entry per update i = 0 .. K - 1
     of the last K updates the token received in the tail (i = 0 its first as an embryo, K - 1

@@ -1,1 +1,2 @@
-"""What a decoder talks to: ARModel (logits with a KV cache) and MaturationModel (vectors)."""
+"""What a decoder talks to: ARModel (logits with a KV cache) and MaturationModel (vectors,
+in ``tmbench.tm.model``)."""

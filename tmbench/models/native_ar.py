@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from tmbench.models.base import ARModel
-from tmbench.models.maturation import tail_mask
+from tmbench.tm.model import tail_mask
 
 
 class NativeARModel(nn.Module, ARModel):

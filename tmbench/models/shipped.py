@@ -18,8 +18,8 @@ import torch.nn as nn
 from tmbench import checkpoint
 from tmbench.backbones.gpt import GPT, GPTConfig
 from tmbench.data.tokenizers import EOS, BPETokenizer
-from tmbench.models.maturation import MaturationModel, TMConfig
 from tmbench.models.native_ar import NativeARModel
+from tmbench.tm.model import MaturationModel, TMConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 FORMAT = "tmbench-model"

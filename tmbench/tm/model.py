@@ -106,7 +106,8 @@ class MaturationModel(nn.Module):
         self.radius = float(cfg.radius or math.sqrt(C))
         self.logit_scale = float(cfg.logit_scale)
         self.eos_token_id = getattr(tokenizer, "eos_token_id", None)
-        self.emb = nn.Parameter(torch.randn(cfg.vocab_size, C), requires_grad=not cfg.freeze_embeddings)
+        self.emb = nn.Parameter(torch.randn(cfg.vocab_size, C),
+                                requires_grad=not cfg.freeze_embeddings)
         self.input_scale = nn.Parameter(torch.tensor(float(cfg.input_scale)))
         self.alpha_mlp = nn.Sequential(
             nn.Linear(2 * cfg.n_freq, C), nn.GELU(), nn.Linear(C, C))  # MLP(sinusoidal(alpha))
@@ -179,7 +180,8 @@ class MaturationModel(nn.Module):
     # ---- the network f --------------------------------------------------------------------
     def forward(self, z, alpha, tail, k, positions, mask=None, cache=None):
         """z (B, T, d) input vectors; alpha (B, T) maturity (1 = committed); tail (B, T) bool;
-        k (B,) long tail length (clamped to k_max for the FiLM lookup); positions (B, T); mask (B, T, S + T) bool or None (causal);
+        k (B,) long tail length (clamped to k_max for the FiLM lookup); positions (B, T);
+        mask (B, T, S + T) bool or None (causal);
         cache: the backbone's KV cache of S earlier positions (extended in place).
         Returns the vector head output at every position (B, T, d) and the cache; which
         position predicts which slot is the readout's business (see ``readout_shift``)."""
@@ -210,7 +212,8 @@ class MaturationModel(nn.Module):
         return int(self.backbone.block_size)
 
     def new_cache(self):
-        """An empty KV cache of the backbone (the native GPT's is preallocated, cropped in place)."""
+        """An empty KV cache of the backbone (the native GPT's is preallocated, cropped in
+        place)."""
         return self.backbone.new_cache(static=True)
 
     def crop_cache(self, cache, n: int):

@@ -6,6 +6,12 @@ toward its prediction, z <- z + eta(alpha) * (z_hat - z), and, after K - 1 warm-
 commits the front slot to its nearest embedding, appends that token to the prefix and a new
 embryo to the tail. Maturity grows toward the front: alpha_j = alpha_max * (K - j) / K.
 
+The loop in :func:`maturation` reads as DESIGN 3.4: :func:`init_state` (step 1), the warm-up
+(2), :func:`update` (3, 4 and the update noise of 6), :func:`commit` (5, and the sampled commit
+of 6) and :func:`slide` (the rest of 5); :class:`tmbench.tm.trace.Recorder` records 7. Every
+random draw comes from ``generator``: the K first embryos, then per step the update noise,
+the sampled commit and the new embryo, in that order.
+
 Guidance (scale s != 1) adds a pass with the tail-only mask: z_hat = z_u + s * (z_c - z_u).
 Under ``readout: next`` the front slot's prediction is read at the last committed position,
 which the tail-only mask does not touch, so guidance never changes the front slot's
@@ -19,12 +25,14 @@ row's own length so that batching does not change a row's result.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from tmbench.decoders._loop import check
 from tmbench.models.base import check_finite
+from tmbench.tm.trace import Recorder
 from tmbench.types import DecodeOutput, model_kind
 
 ETA = {
@@ -55,7 +63,8 @@ def _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance,
             raise ValueError(f"{name} must be true or false, got {v!r}")
     if (isinstance(trace_scales, (str, bytes)) or not isinstance(trace_scales, Sequence)
             or not trace_scales):
-        raise ValueError(f"trace_scales must be a non-empty list of numbers > 0, got {trace_scales!r}")
+        raise ValueError("trace_scales must be a non-empty list of numbers > 0, "
+                         f"got {trace_scales!r}")
     for s in trace_scales:
         check("trace_scales[i]", s, 0, lo_open=True)
 
@@ -119,8 +128,14 @@ class _Window:
         self.pending = torch.tensor([r[-1] for r in self.rows], device=dev)
         self.positions = torch.tensor([len(p) for p in prefix], device=dev)
 
-    def commit(self, tokens: torch.Tensor) -> None:
-        """Keep the pending token's keys/values (forwarded last step) and make ``tokens`` pending."""
+    def keep_prefix(self, cache) -> None:
+        """Drop what this step forwarded (pending token and tail) from ``cache`` and keep it."""
+        self.cache = self.model.crop_cache(cache, self.key_real.shape[1])
+
+    def commit(self, tokens: torch.Tensor, cache) -> None:
+        """Keep the pending token's keys/values (forwarded this step) and make ``tokens``
+        pending."""
+        self.cache = self.model.crop_cache(cache, self.key_real.shape[1] + 1)
         self.key_real = torch.cat([self.key_real, self.key_real.new_ones(len(tokens), 1)], 1)
         for r, t in zip(self.rows, tokens.tolist()):
             r.append(t)
@@ -129,6 +144,75 @@ class _Window:
         if starts != self.starts:
             self.starts = starts
             self.rebuild()
+
+
+@dataclass
+class State:
+    """What the loop carries from step to step."""
+
+    win: _Window  # the committed tokens of every row and the KV cache over them
+    tail: torch.Tensor  # (B, K, d) the liquid slots, front (oldest) .. newest
+    alpha: torch.Tensor  # (K,) maturity, front .. newest
+    eta: torch.Tensor  # (1, K, 1) step size eta(alpha)
+    embryos: Callable[[int], torch.Tensor]  # n -> (B, n, d) new embryos
+    noise: _Noise  # every random draw: embryos, update noise, sampled commits
+
+
+def init_state(model, prompts: list[list[int]], generator, K: int, alpha_max: float,
+               eta_schedule: str, embryo: str, sigma_embryo: float) -> State:
+    """DESIGN 3.4 step 1: the prompts' exact embeddings as the prefix (alpha = 1, in the KV
+    cache), the maturity profile alpha_j = alpha_max * (K - j) / K with step sizes eta(alpha),
+    and a tail of K embryos (the generator's first draws)."""
+    B, d = len(prompts), model.d
+    noise = _Noise(generator, B, d, model.radius, model.device)
+    alpha = model.alpha_profile(K, alpha_max)  # (K,) front .. newest
+    eta = ETA[eta_schedule](alpha)[None, :, None]  # (1, K, 1)
+
+    def embryos(n: int) -> torch.Tensor:  # (B, n, d)
+        if embryo == "zeros":
+            return torch.zeros(B, n, d, device=model.device)
+        return noise(n, sigma_embryo)
+
+    win = _Window(model, prompts, K)
+    return State(win, embryos(K).to(model.dtype), alpha, eta, embryos, noise)
+
+
+def update(model, st: State, guidance: float, sigma_dyn: float, step: int):
+    """DESIGN 3.4 steps 3, 4 and 6: one forward over the tail (and, with guidance s != 1, a
+    second with the tail-only mask: z_hat = z_u + s * (z_c - z_u)); then every slot moves
+    toward its prediction, z <- z + eta(alpha) * (z_hat - z), plus noise of norm about
+    sigma_dyn * R. Returns z_hat (B, K, d) and the cache extended by this step's positions."""
+    win, S, K = st.win, st.win.key_real.shape[1], st.tail.shape[1]
+    z_hat, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real, win.positions,
+                                   win.cache)
+    if guidance != 1.0:
+        model.crop_cache(cache, S)
+        z_u, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real,
+                                     win.positions, cache, tail_only=True)
+        z_hat = z_u + guidance * (z_hat - z_u)  # (B, K, d)
+    check_finite(z_hat.flatten(1), model.name, f"in the tail predictions at maturation step {step}")
+    new = st.tail + st.eta * (z_hat - st.tail)  # (B, K, d)
+    if sigma_dyn > 0:
+        new = new + st.noise(K, sigma_dyn).to(new.dtype)
+    st.tail = new
+    return z_hat, cache
+
+
+def commit(model, st: State, sample_commit: bool) -> torch.Tensor:
+    """DESIGN 3.4 steps 5 and 6: the front slot's token (B,), its nearest embedding or, with
+    ``sample_commit``, a draw from the induced distribution (model logit scale)."""
+    front = st.tail[:, 0]  # (B, d)
+    if sample_commit:
+        return st.noise.multinomial(torch.softmax(model.induced_logits(front), -1))
+    return model.nearest(front)
+
+
+def slide(st: State, tok: torch.Tensor, cache) -> None:
+    """DESIGN 3.4 step 5, continued: the committed tokens (B,) join the prefix (their keys and
+    values, forwarded this step, stay in the cache; the window re-encodes from a later start
+    when the context would overflow), the tail shifts by one and a new embryo enters at the back."""
+    st.win.commit(tok, cache)
+    st.tail = torch.cat([st.tail[:, 1:], st.embryos(1).to(st.tail.dtype)], 1)
 
 
 @model_kind("tm")
@@ -141,12 +225,13 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     """Token Maturation decoding of a batch of prompts (left-padded internally).
 
     tail_len K: slots in the tail (1 .. context - 1; K > the model's k_max reuses the k_max
-    FiLM embedding, which training never paired with a longer tail); alpha_max: maturity of the front slot (0, 1];
-    guidance: classifier-free guidance scale (1 = off); eta_schedule: step size from maturity
-    (alpha | sqrt | one); embryo: initial tail vectors (gaussian of norm sigma_embryo * R, or
-    zeros); sigma_dyn: Gaussian noise of norm ~sigma_dyn * R added to every update;
-    sample_commit: draw the committed token from the induced distribution (model logit scale)
-    instead of the nearest embedding; trace: record the dynamics (see below).
+    FiLM embedding, which training never paired with a longer tail); alpha_max: maturity of
+    the front slot (0, 1]; guidance: classifier-free guidance scale (1 = off); eta_schedule:
+    step size from maturity (alpha | sqrt | one); embryo: initial tail vectors (gaussian of
+    norm sigma_embryo * R, or zeros); sigma_dyn: Gaussian noise of norm ~sigma_dyn * R added
+    to every update; sample_commit: draw the committed token from the induced distribution
+    (model logit scale) instead of the nearest embedding; trace: record the dynamics (see
+    below).
     ``generator``: one torch.Generator, or one per prompt (then a row never depends on the
     batch). Defaults are deterministic given the generator (the embryos are its only draw).
 
@@ -157,96 +242,35 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     """
     _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance, eta_schedule,
                   embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales)
-    B, K, d, R = len(prompts), tail_len, model.d, model.radius
-    noise = _Noise(generator, B, d, R, model.device)
-    alpha = model.alpha_profile(K, alpha_max)  # (K,) front .. newest
-    eta = ETA[eta_schedule](alpha)[None, :, None]  # (1, K, 1)
-    scales = [float(s) for s in trace_scales]
-
-    def embryos(n: int) -> torch.Tensor:  # (B, n, d)
-        if embryo == "zeros":
-            return torch.zeros(B, n, d, device=model.device)
-        return noise(n, sigma_embryo)
-
-    win = _Window(model, prompts, K)
-    tail = embryos(K).to(model.dtype)  # (B, K, d)
+    B, K = len(prompts), tail_len
+    st = init_state(model, prompts, generator, K, alpha_max, eta_schedule, embryo, sigma_embryo)
+    rec = Recorder(model, B, K, [float(s) for s in trace_scales]) if trace else None
     out = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=model.device)
     agree = torch.zeros(B)
-    hist = [[] for _ in range(K)] if trace else None  # per slot: list of per-update records
-    traces = [{"entropy": {f"{s:g}": [] for s in scales}, "displacement": [], "cos_final": [],
-               "top": []} for _ in range(B)] if trace else None
-    crop = model.crop_cache
 
     for step in range(K - 1 + max_new_tokens):
-        S = win.key_real.shape[1]
-        z_hat, cache = model.tail_step(win.pending, tail, alpha, win.key_real, win.positions,
-                                       win.cache)
-        if guidance != 1.0:
-            crop(cache, S)
-            z_u, cache = model.tail_step(win.pending, tail, alpha, win.key_real, win.positions,
-                                         cache, tail_only=True)
-            z_hat = z_u + guidance * (z_hat - z_u)  # (B, K, d)
-        check_finite(z_hat.flatten(1), model.name, f"in the tail predictions at maturation step {step}")
-        new = tail + eta * (z_hat - tail)  # (B, K, d)
-        if sigma_dyn > 0:
-            new = new + noise(K, sigma_dyn).to(new.dtype)
-        if trace:
-            _record(model, hist, tail, new, scales, R)
-        tail = new
-        if step < K - 1:  # warm-up: no commitment yet
-            win.cache = crop(cache, S)
+        old = st.tail
+        z_hat, cache = update(model, st, guidance, sigma_dyn, step)
+        if rec is not None:
+            rec.update(old, st.tail)
+        if step < K - 1:  # step 2, warm-up: no commitment, so every token gets K updates
+            st.win.keep_prefix(cache)
             continue
-        front = tail[:, 0]  # (B, d)
-        if sample_commit:
-            probs = torch.softmax(model.induced_logits(front), -1)
-            tok = noise.multinomial(probs)
-        else:
-            tok = model.nearest(front)
+        tok = commit(model, st, sample_commit)
         live = (~done).cpu()
         agree += (live & (tok == model.nearest(z_hat[:, 0])).cpu()).float()
         for b in torch.nonzero(live)[:, 0].tolist():
             out[b].append(int(tok[b]))
-        if trace:
-            _finish(model, hist.pop(0), tok, traces, live, K)
-            hist.append([])
+        if rec is not None:
+            rec.commit(tok, live)
         if model.eos_token_id is not None:
             done |= tok == model.eos_token_id
         if bool(done.all()) or step == K - 2 + max_new_tokens:
             break
-        win.cache = crop(cache, S + 1)
-        win.commit(tok)
-        tail = torch.cat([tail[:, 1:], embryos(1).to(tail.dtype)], 1)
+        slide(st, tok, cache)
 
     info = {"agree_front_argmax": [float(agree[b]) / max(1, len(out[b])) for b in range(B)]}
     if trace:
-        info["trace"] = traces
+        info["trace"] = rec.traces
     return DecodeOutput(out, info)
-
-
-def _record(model, hist, old, new, scales, R) -> None:
-    """Append this update's entropies, displacement and state to every slot's history."""
-    disp = (new - old).float().norm(dim=-1) / R  # (B, K)
-    ent = {}
-    for s in scales:
-        logp = torch.log_softmax(model.induced_logits(new, s), -1)  # (B, K, V)
-        ent[f"{s:g}"] = -(logp.exp() * logp).sum(-1)  # (B, K)
-    for j, h in enumerate(hist):
-        h.append({"z": new[:, j].float(), "disp": disp[:, j],
-                  "ent": {k: v[:, j] for k, v in ent.items()}})
-
-
-def _finish(model, recs, tok, traces, live, K) -> None:
-    """Turn the committed front slot's history into per-sample trace entries."""
-    recs = recs[-K:]
-    e = model.emb[tok].float()  # (B, d)
-    cos = torch.stack([torch.cosine_similarity(r["z"], e, dim=-1) for r in recs], 1)  # (B, K)
-    disp = torch.stack([r["disp"] for r in recs], 1)
-    top = model.induced_logits(recs[-1]["z"]).topk(5, -1).indices  # (B, 5)
-    for b in torch.nonzero(live)[:, 0].tolist():
-        t = traces[b]
-        for key in t["entropy"]:
-            t["entropy"][key].append([float(r["ent"][key][b]) for r in recs])
-        t["displacement"].append(disp[b].tolist())
-        t["cos_final"].append(cos[b].tolist())
-        t["top"].append(top[b].tolist())

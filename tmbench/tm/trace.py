@@ -1,0 +1,53 @@
+"""The maturation trace (DESIGN 3.4, item 7): what the decoder records with ``trace=True``.
+
+The format is the contract :class:`tmbench.types.Trace` (the ``dynamics`` metric reads it):
+per sample and committed token, one entry per update of the token's last K updates in the
+tail. The decoder calls :meth:`Recorder.update` after every tail update and
+:meth:`Recorder.commit` when the front slot is committed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tmbench.types import Trace
+
+
+class Recorder:
+    """Per tail slot, the history of its updates; per sample, the finished :class:`Trace`."""
+
+    def __init__(self, model, B: int, K: int, scales: list[float]):
+        self.model, self.K, self.scales = model, K, scales
+        self.hist: list[list[dict]] = [[] for _ in range(K)]  # per slot: per-update records
+        self.traces: list[Trace] = [
+            {"entropy": {f"{s:g}": [] for s in scales}, "displacement": [], "cos_final": [],
+             "top": []} for _ in range(B)]
+
+    def update(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Append this update's entropies, displacement and state to every slot's history.
+        old, new (B, K, d): the tail before and after the update."""
+        disp = (new - old).float().norm(dim=-1) / self.model.radius  # (B, K)
+        ent = {}
+        for s in self.scales:
+            logp = torch.log_softmax(self.model.induced_logits(new, s), -1)  # (B, K, V)
+            ent[f"{s:g}"] = -(logp.exp() * logp).sum(-1)  # (B, K)
+        for j, h in enumerate(self.hist):
+            h.append({"z": new[:, j].float(), "disp": disp[:, j],
+                      "ent": {k: v[:, j] for k, v in ent.items()}})
+
+    def commit(self, tok: torch.Tensor, live: torch.Tensor) -> None:
+        """The front slot became ``tok`` (B,): turn its history into trace entries of the live
+        rows (B,) bool, and open an empty history for the new embryo at the back."""
+        recs = self.hist.pop(0)[-self.K:]
+        e = self.model.emb[tok].float()  # (B, d)
+        cos = torch.stack([torch.cosine_similarity(r["z"], e, dim=-1) for r in recs], 1)  # (B, K)
+        disp = torch.stack([r["disp"] for r in recs], 1)
+        top = self.model.induced_logits(recs[-1]["z"]).topk(5, -1).indices  # (B, 5)
+        for b in torch.nonzero(live)[:, 0].tolist():
+            t = self.traces[b]
+            for key in t["entropy"]:
+                t["entropy"][key].append([float(r["ent"][key][b]) for r in recs])
+            t["displacement"].append(disp[b].tolist())
+            t["cos_final"].append(cos[b].tolist())
+            t["top"].append(top[b].tolist())
+        self.hist.append([])
