@@ -55,6 +55,11 @@ def test_chunked_scoring_equals_full_logits_and_batching():
             assert len(a) == len(b) and np.allclose(a, b, atol=1e-5)
     jm.chunk_tokens = 1000
     assert np.allclose(jm.token_logprobs(seqs[2:3])[0].numpy(), one[2], atol=1e-9)
+    # only the last n values requested: those equal the full ones, the rest are 0
+    tails = [1, 3, 12, 16]
+    for a, b, n in zip(one, token_logprobs_batched(jm, seqs, 64, tails), tails):
+        assert len(b) == len(a) and np.allclose(b[-n:], a[-n:], atol=1e-5)
+        assert not b[:-n].any()
 
 
 def test_soft_capping_is_applied():

@@ -128,7 +128,7 @@ def _score_pairs(jm: Any, pairs: list[tuple[str, str]], pre: list[int], window: 
         p_ids = list(tok.encode(prompt)) or ([] if pre else [prefix])
         for ids, n in windows(p_ids, list(tok.encode(cont)), pre, window, stride):
             jobs.append((k, ids, n))
-    scores = token_logprobs_batched(jm, [j[1] for j in jobs], batch_tokens)
+    scores = token_logprobs_batched(jm, [j[1] for j in jobs], batch_tokens, [j[2] for j in jobs])
     parts: list[list[np.ndarray]] = [[] for _ in pairs]
     for (k, _, n), lp in zip(jobs, scores):
         parts[k].append(lp[len(lp) - n:])
@@ -149,9 +149,12 @@ def windows(p_ids: list[int], c_ids: list[int], pre: list[int], window: int,
 
 
 @torch.no_grad()
-def token_logprobs_batched(jm: Any, seqs: list[list[int]], batch_tokens: int = 2048) -> list[np.ndarray]:
+def token_logprobs_batched(jm: Any, seqs: list[list[int]], batch_tokens: int = 2048,
+                           tails: list[int] | None = None) -> list[np.ndarray]:
     """log p(x_t | x_<t), t = 1..T-1, per sequence (float64). AR models: left-padded batches
-    (as ``ARModel.prefill`` pads) of at most ``batch_tokens`` padded tokens."""
+    (as ``ARModel.prefill`` pads) of at most ``batch_tokens`` padded tokens. ``tails``: per
+    sequence, how many last values are needed; a judge with ``target_logprobs`` then computes
+    only those (the others are 0)."""
     if getattr(jm, "kind", None) != "ar" or not hasattr(jm, "forward") or batch_tokens <= 0:
         return [lp.double().cpu().numpy() for lp in jm.token_logprobs(seqs)]
     out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
@@ -167,7 +170,8 @@ def token_logprobs_batched(jm: Any, seqs: list[list[int]], batch_tokens: int = 2
         ids, mask = ids.to(jm.device), mask.to(jm.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         if hasattr(jm, "target_logprobs"):  # large vocabulary: log-softmax in chunks
-            lp = jm.target_logprobs(ids, mask, pos).double().cpu().numpy()  # (B, S-1)
+            need = None if tails is None else torch.tensor([tails[i] for i in chunk])
+            lp = jm.target_logprobs(ids, mask, pos, need).double().cpu().numpy()  # (B, S-1)
         else:
             logits = jm.forward(ids, mask, pos, None)[0][:, :-1].float()  # (B, S-1, V)
             tgt = logits.gather(-1, ids[:, 1:, None])[..., 0]  # (B, S-1)
