@@ -62,7 +62,7 @@ def tiny_native(kind: str = "ar", seed: int = 0):
 
     from tmbench.data.tokenizers import BPETokenizer
     from tmbench.models.shipped import build_backbone, build_model
-    from tmbench.train import CONFIG_DIR
+    from tmbench.training.config import CONFIG_DIR
 
     cfg = yaml.safe_load((CONFIG_DIR / "test.yaml").read_text())
     tok = BPETokenizer(tiny_bpe(), "tiny-bpe")

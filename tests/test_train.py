@@ -5,12 +5,16 @@ import json
 import pytest
 import torch
 
-from tmbench.train import (ObjectiveConfig, OptimConfig, ar_loss, build_for_training,
-                           configure_optimizer, load_config, lr_at, main, tm_loss, train)
 from tmbench.backbones.gpt import GPT, GPTConfig
 from tmbench.models.native_ar import NativeARModel
 from tmbench.models.shipped import load_model_dir
 from tmbench.tm.model import MaturationModel, TMConfig
+from tmbench.tm.objective import tm_loss
+from tmbench.train import main, train
+from tmbench.training.build import build_for_training
+from tmbench.training.config import ObjectiveConfig, OptimConfig, load_config
+from tmbench.training.objective import ar_loss
+from tmbench.training.optim import configure_optimizer, lr_at
 
 torch.set_num_threads(1)
 V, C = 64, 32

@@ -30,3 +30,24 @@ def init_distributed(device: str) -> str:
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return device
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    if dist_info()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors averaged over ranks (one all-reduce), as floats: training logs the global
+    batch's loss parts this way (DDP averages the gradients itself)."""
+    vals = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+    world = dist_info()[1]
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(vals)
+        vals /= world
+    return dict(zip(values.keys(), vals.tolist()))

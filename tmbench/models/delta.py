@@ -94,7 +94,8 @@ def merge_adapters(model) -> None:
 
 def build_over_base(kind: str, base: str, tm: dict | None, name: str, seed: int = 0):
     """The untrained model over ``base`` exactly as training builds it (before adapters)."""
-    from tmbench.train import TrainConfig, build_for_training
+    from tmbench.training.build import build_for_training
+    from tmbench.training.config import TrainConfig
 
     cfg = TrainConfig(name=name, kind=kind, seed=seed, init_from=base, tm=dict(tm or {}))
     model, _ = build_for_training(cfg)
