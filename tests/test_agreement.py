@@ -99,10 +99,7 @@ def test_real_decoder_alpha1_agrees_with_k1():
             return "".join(chr(96 + i % 26) for i in ids)
 
     mat = DECODERS.get("maturation")
-    try:
-        import tmbench.tm.model as model_mod
-    except ModuleNotFoundError:
-        import tmbench.models.maturation as model_mod
+    import tmbench.tm.model as model_mod
     torch.manual_seed(0)
     m = model_mod.MaturationModel(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)),
                                   model_mod.TMConfig(vocab_size=61, k_max=16),

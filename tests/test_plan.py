@@ -218,3 +218,18 @@ def test_tm_window_slides_only_when_the_forwarded_tail_overflows():
     assert w.starts == [0]
     w = _Window(m, [list(range(1, 31))], K=4)
     assert w.starts[0] > 0
+
+
+def test_every_builtin_decoder_dry_runs_with_its_defaults():
+    """The plan-time dry run builds a tiny model of each decoder's kind (AR and TM)."""
+    from tmbench.plan import defaults_of, dry_run
+    from tmbench.registry import DECODERS
+
+    for name in DECODERS.names():
+        fn = DECODERS.get(name)
+        params = defaults_of(fn)
+        if name == "best_of_n":
+            params = params | {"base": "nucleus", "base_params": {"p": 0.9}}
+        dry_run(fn, params, name)
+    with pytest.raises(ValueError, match="decoder 'tm': alpha_max must be a number in"):
+        dry_run(DECODERS.get("maturation"), {"alpha_max": 1.7}, "tm")

@@ -121,7 +121,7 @@ def _toy(kind: str):
             _TOYS[kind] = load_toy()
         else:
             from tmbench.backbones.gpt import GPT, GPTConfig
-            from tmbench.models.maturation import MaturationModel, TMConfig
+            from tmbench.tm.model import MaturationModel, TMConfig
 
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
