@@ -123,6 +123,7 @@ MODELS = Registry(
         "ar-smollm2": "tmbench.models.delta:load_ar_smollm2",
         "tm-smollm2-init": "tmbench.models.delta:load_tm_smollm2_init",
         "all-minilm-l6-v2": "tmbench.models.featurizers:load_minilm",
+        "bigram-bbc": "tmbench.models.ngram:load_bigram_bbc",
     },
 )
 
