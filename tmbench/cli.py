@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--all-columns", action="store_true", help="print every metric, not the headline ones")
     lb.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
     lb.add_argument("--readme", help="also put the tables between the leaderboard markers of this file")
+    lb.add_argument("--paper-suite", help="the suite whose rows fill the README's paper table "
+                                          "(default: --suite)")
     lb.add_argument("--json", action="store_true")
 
     try:
@@ -225,7 +227,7 @@ def cmd_leaderboard(args) -> int:
     if args.readme:
         from tmbench.leaderboard import update_readme
 
-        update_readme(Path(args.readme), out, args.suite, args.reference)
+        update_readme(Path(args.readme), out, args.suite, args.reference, args.paper_suite)
         written.append(Path(args.readme))
     if args.json:
         print(json.dumps({"written": [str(p) for p in written]}))

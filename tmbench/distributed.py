@@ -4,6 +4,7 @@ training (DDP). The same code runs with gloo on CPU and nccl on GPU (DESIGN 7)."
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -30,6 +31,18 @@ def init_distributed(device: str) -> str:
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return device
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    rank, world = dist_info()
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

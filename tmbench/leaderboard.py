@@ -75,7 +75,10 @@ def paper_table(root: Path, suite: str, models: tuple[str, ...], decoders: tuple
         hit = [c for c in t.columns if parse_key(c)[0] == fam
                and all(parse_key(c)[1].get(k) == v for k, v in want.items())]
         cols.append((head, hit[0] if hit else None))
-    lines = [f"{suite} v{t.version}: n = prompts, seeds per row; Loop% = share of samples with a "
+    lengths = sorted({r.max_new_tokens for r in t.rows if r.max_new_tokens})
+    per = "/".join(str(L) for L in lengths) or "?"
+    lines = [f"{suite} v{t.version}: n = prompts, each continued by {per} new tokens; seeds per "
+             "row; Loop% = share of samples with a "
              "repeated trigram (x 100); words split from punctuation (`wordpunct`); gen-ppl and "
              "coherence under the Gemma 3 270M judge; MAUVE on n prompts (†: n < 500, not "
              "reliable).", "",
@@ -117,16 +120,20 @@ def readme_block(root: Path, suite: str | None = None, reference: str = "greedy"
     return "\n".join(to_markdown(t) for t in tables)
 
 
-def update_readme(readme: Path, root: Path, suite: str | None = None, reference: str = "greedy") -> None:
-    """Replace the text between the leaderboard markers of ``readme`` with generated tables."""
+def update_readme(readme: Path, root: Path, suite: str | None = None, reference: str = "greedy",
+                  paper_suite: str | None = None) -> None:
+    """Replace the text between the leaderboard markers of ``readme`` with generated tables,
+    and the paper's table (between its markers) with the rows of ``paper_suite`` (default:
+    ``suite``)."""
     text = readme.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{readme} has no '{START}' ... '{END}' markers to put the tables between")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     atomic_write_text(readme, f"{head}{START}\n{readme_block(root, suite, reference)}{END}{tail}")
-    if PAPER_START in readme.read_text() and suite is not None:
-        update_paper_table(readme, root, suite, PAPER_MODELS, PAPER_DECODERS)
+    paper_suite = paper_suite or suite
+    if PAPER_START in readme.read_text() and paper_suite is not None:
+        update_paper_table(readme, root, paper_suite, PAPER_MODELS, PAPER_DECODERS)
 
 
 # rows of the paper's table, when present: TM and the AR decoders on the same SmolLM2 backbone

@@ -24,7 +24,7 @@ import torch
 
 from tmbench import __version__
 from tmbench.data.prompts import Prompt, load_documents, make_prompts, prompts_hash
-from tmbench.distributed import dist_info, init_distributed
+from tmbench.distributed import barrier, broadcast, dist_info, init_distributed
 from tmbench.env import environment
 from tmbench.faults import fault_point
 from tmbench.memory import PeakMemory
@@ -46,26 +46,6 @@ HUMAN = "human"
 
 class MetricError(RuntimeError):
     """A metric raised while scoring a run (not a missing optional dependency)."""
-
-
-# ---- data-parallel generation under torchrun (set-up in tmbench.distributed) --------------------
-
-def _broadcast(obj: Any) -> Any:
-    rank, world = dist_info()
-    if world == 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier() -> None:
-    if dist_info()[1] > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 # ---- stage outputs -------------------------------------------------------------------------------
@@ -339,17 +319,17 @@ class Runner:
         (so resume works per shard); rank 0 gathers, scores and writes the record. Per-prompt
         generators make the tokens identical to a single-process run."""
         rank, world = dist_info()
-        exists = _broadcast(self._existing(folder) is not None if rank == 0 else None)
+        exists = broadcast(self._existing(folder) is not None if rank == 0 else None)
         if exists:
             summary.skipped.append(folder)
             return
         self.generate(model, fn, plan, prompts, folder, shard=(rank, world))
-        _barrier()
+        barrier()
         if rank == 0:
             gen = self.generate(model, fn, plan, prompts, folder)
             what = f"{plan.model}/{plan.decoder.label} seed {plan.seed}"
             self._finish(spec, key, folder, model, gen, metrics, plan, summary, what, world)
-        _barrier()
+        barrier()
 
     # -- generate --
     def _items(self, prompts: list[Prompt]) -> list[Prompt]:
