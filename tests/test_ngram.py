@@ -55,6 +55,8 @@ def test_contract_prefill_step_and_scoring_agree(model):
 
 def test_every_ar_decoder_runs_on_it(model):
     for name in DECODERS.names():
+        if DECODERS.source(name) != "builtin":
+            continue  # decoders other test files register
         fn = DECODERS.get(name)
         if getattr(fn, "model_kind", "ar") != "ar":
             continue
