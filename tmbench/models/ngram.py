@@ -97,7 +97,7 @@ class BigramModel(ARModel):
 
 
 def load_bigram_bbc(device: str = "cpu", dtype: str = "float32") -> BigramModel:
-    """Counted at load time (a few seconds) on BBC train with SmolLM2's tokenizer."""
+    """Witten-Bell bigram LM in SmolLM2's tokens, counted on BBC train at load (about 30 s)."""
     from transformers import AutoTokenizer
 
     from tmbench.data.bbc import load_bbc
