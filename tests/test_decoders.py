@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from helpers import tiny_llama
 from tmbench.decoders import beam as beam_mod
 from tmbench.decoders import contrastive as contrastive_mod
 from tmbench.decoders import greedy as greedy_mod
@@ -39,11 +39,7 @@ ALL = {**SAMPLERS, **ARGMAX}
 
 @pytest.fixture(scope="module")
 def hf():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, pad_token_id=PAD,
-                      bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(V, PAD)
 
 
 def wrap(hf, eos=None) -> HFModel:

@@ -3,6 +3,7 @@
 import pytest
 
 from _metrics_util import ctx, sample
+from helpers import tiny_tm
 from tmbench.metrics.dynamics import dynamics
 
 
@@ -57,23 +58,10 @@ def test_real_maturation_decoder_end_to_end():
     mat = pytest.importorskip("tmbench.tm.decode", reason="maturation decoder missing")
     import torch
 
-    from tmbench.backbones.gpt import GPT, GPTConfig
     from tmbench.lm_eval_adapter import TmbenchLM
-    from tmbench.tm.model import MaturationModel, TMConfig
     from tmbench.types import Sample
 
-    class Chars:
-        name, eos_token_id = "chars", None
-
-        def encode(self, t):
-            return [ord(ch) % 60 + 1 for ch in t]
-
-        def decode(self, ids):
-            return "".join(chr(96 + i % 26) for i in ids)
-
-    torch.manual_seed(0)
-    m = MaturationModel(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)),
-                        TMConfig(vocab_size=61, k_max=16), tokenizer=Chars()).eval()
+    m = tiny_tm()
     prompts = [[5, 6, 7, 8], [9, 10]]
     params = {"tail_len": 4, "alpha_max": 1.0, "trace": True}
     res = mat.maturation(m, prompts, max_new_tokens=6, generator=torch.Generator().manual_seed(0), **params)

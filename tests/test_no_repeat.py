@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from helpers import tiny_llama
 from tmbench.models.hf import HFModel
 from tmbench.registry import DECODERS
 
@@ -12,11 +12,7 @@ V, PAD = 23, 0  # a small vocabulary, so that unbanned greedy decoding repeats n
 
 @pytest.fixture(scope="module")
 def hf():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, pad_token_id=PAD,
-                      bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(V, PAD)
 
 
 def model(hf, eos):
