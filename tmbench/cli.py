@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from tmbench.argtypes import non_negative as _seed
+from tmbench.argtypes import positive as _positive
+
 DEFAULT_OUT = "runs"
 
 
@@ -21,23 +24,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints usage on two lines otherwise)
         raise UsageError(f"{self.prog}: {message}")
-
-
-def _int_at_least(lo: int, what: str):
-    def parse(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            n = None
-        if n is None or n < lo:
-            raise argparse.ArgumentTypeError(f"must be a {what} integer, got {v!r}")
-        return n
-
-    return parse
-
-
-_positive = _int_at_least(1, "positive")
-_seed = _int_at_least(0, "non-negative")
 
 
 def build_parser() -> argparse.ArgumentParser:

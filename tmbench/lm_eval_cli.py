@@ -146,7 +146,7 @@ def _limit(v: str) -> float:
 
 
 def add_lm_eval_cli(subparsers) -> argparse.ArgumentParser:
-    from tmbench.cli import _positive, _seed
+    from tmbench.argtypes import non_negative as _seed, positive as _positive
 
     e = subparsers.add_parser("lm-eval", help="run lm-evaluation-harness tasks on any model")
     e.add_argument("--model", required=True,

@@ -255,3 +255,50 @@ def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None
                 for bs in suite.batch_sizes:
                     plans.append(RunPlan(m, d, params, defaults_of(fn), s, bs))
     return plans
+
+
+@dataclass
+class SuitePlan:
+    """The plan stage's output: what a ``tmbench run`` will do, all of it checked."""
+
+    runs: list[RunPlan]
+    metrics: list[MetricPlan]
+    prompts: list[Any]  # tmbench.data.prompts.Prompt
+
+
+def build_prompts(suite: Suite, limit: int | None, load_model: Callable) -> list:
+    """The suite's prompts (the first ``limit`` with ``--limit``)."""
+    from tmbench.data.prompts import load_documents, make_prompts
+
+    ds = suite.dataset
+    n = ds["n_prompts"] if limit is None else min(limit, ds["n_prompts"])
+    tok = load_model(ds["tokenizer"]).tokenizer if ds.get("prompt_unit") == "token" else None
+    return make_prompts(load_documents(ds), n_prompts=n, prompt_len=ds["prompt_len"],
+                        reference_len=ds["reference_len"], unit=ds.get("prompt_unit", "word"),
+                        tokenizer=tok, per_article=ds.get("per_article", 1),
+                        boundary=ds.get("boundary", "paragraph"))
+
+
+def plan_suite(suite: Suite, load_model: Callable, *, models: list[str] | None = None,
+               decoders: list[str] | None = None, seeds: list[int] | None = None,
+               limit: int | None = None, runs: bool = True, log: Callable = print) -> SuitePlan:
+    """Every check before any work: names, decoder and metric parameters, models load, the
+    context of every model fits prompt + max_new_tokens. Raises ValueError on the first
+    problem. A decoder entry is paired only with models of its kind (maturation runs on TM
+    models). ``runs=False`` plans the metrics and prompts only (the human row alone)."""
+    plans = plan_runs(suite, models, decoders, seeds, log=log) if runs else []
+    metrics = resolve_metrics(suite.metrics)
+    prompts = build_prompts(suite, limit, load_model)
+    kept = []
+    for plan in plans:
+        try:
+            model = load_model(plan.model)
+        except ValueError as e:
+            raise ValueError(f"model {plan.model!r} does not load: {e}") from None
+        if getattr(DECODERS.get(plan.decoder.name), "model_kind", "ar") != getattr(model, "kind", "ar"):
+            continue  # e.g. maturation on an AR model: not a combination a suite runs
+        longest = max(len(model.tokenizer.encode(p.text)) for p in prompts)
+        check_context(model, plan.model, plan.decoder.label, longest, suite.max_new_tokens,
+                      plan.params)
+        kept.append(plan)
+    return SuitePlan(kept, metrics, prompts)

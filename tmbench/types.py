@@ -27,7 +27,8 @@ with a KV cache, implemented by ``tmbench.models.base.ARModel``) or :class:`TMMo
 ("tm": the maturation step, implemented by ``tmbench.tm.model.MaturationModel``).
 A decoder that needs an attribute neither names shows a method the protocol is missing.
 What the runner tells a metric about decoding is :class:`DecodeInfo`; the maturation trace
-format is :class:`Trace`.
+format is :class:`Trace`. A run is described by a :class:`RunSpec` (the run key hashes the part
+of it that determines the tokens) and stored as a :class:`RunRecord`.
 """
 
 from __future__ import annotations
@@ -231,6 +232,49 @@ class Trace(TypedDict):
     displacement: list[list[float]]
     cos_final: list[list[float]]
     top: list[list[int]]
+
+
+class RunSpec(TypedDict):
+    """What one run is: ``record["spec"]``. The run key is the hash of the fields that determine
+    its tokens (``tmbench.stages.record.key_part``): prompts, model, decoder name and resolved
+    params, seed, max_new_tokens, dtype, device type, and batch size only when timed."""
+
+    suite: dict[str, Any]  # {"name", "version"}
+    prompts: dict[str, Any]  # {"hash", "n", "samples_per_prompt"}
+    model: dict[str, Any]  # the model's identity(): name, kind, source, content hash, ...
+    # {"name", "label", "params" (resolved), "defaults" (the decoder's own), "source"}
+    decoder: dict[str, Any]
+    seed: int
+    max_new_tokens: int
+    batch_size: int
+    timed: bool  # the suite measures throughput: batch size is part of the key
+    dtype: str
+    device_type: str
+    tmbench: str  # version that wrote the record (not part of the key)
+
+
+class RunRecord(TypedDict, total=False):
+    """One ``record.json`` (schema ``tmbench.results.SCHEMA_VERSION``), written atomically."""
+
+    schema_version: int
+    key: str
+    spec: RunSpec
+    row: dict[str, str]  # {"model", "decoder" (label)}: how tables name the run
+    protocol: dict[str, Any]  # prompt selection, continuation, RNG and context rules
+    environment: dict[str, Any]  # machine, library versions, fingerprint
+    created: str
+    # {"generation_s", "scoring_s", "batches", "memory_backoff", "peak_memory", "world_size"?}
+    timings: dict[str, Any]
+    # metric key -> {"value", "per_sample", "higher_is_better", "meta", "metric", "metric_id"}
+    metrics: dict[str, dict[str, Any]]
+    # metric id -> {"name", "params", "status" ("ok" | "skipped"), "reason"?, "scoring_s"}
+    metric_runs: dict[str, dict[str, Any]]
+    skipped_metrics: dict[str, str]
+    notes: list[str]
+    judges: dict[str, dict[str, Any]]  # judge / featurizer name -> its identity()
+    decode_info: DecodeInfo
+    samples: list[dict[str, Any]]  # Sample fields
+    record_hash: str  # sha256 of the record without this field
 
 
 def metric_key(name: str, **params: Any) -> str:

@@ -21,12 +21,10 @@ import torch
 
 from tmbench import checkpoint
 from tmbench.fileio import sha256_text
+from tmbench.training.config import BASES, check_adapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 FORMAT = "tmbench-delta"
-BASES = ("smollm2-135m",)
-ADAPTER_FIELDS = {"kind": str, "r": int, "lora_alpha": (int, float), "lora_dropout": (int, float),
-                  "target_modules": list, "seed": int}
 
 
 def base_file(name: str) -> Path:
@@ -35,21 +33,6 @@ def base_file(name: str) -> Path:
 
         return smollm2_path()
     raise ValueError(f"unknown delta base {name!r}; accepted: {', '.join(BASES)}")
-
-
-def check_adapter(spec: dict) -> dict:
-    """Validate an adapter spec ({kind: lora, r, lora_alpha, target_modules, ...})."""
-    bad = sorted(set(spec) - set(ADAPTER_FIELDS))
-    if bad:
-        raise ValueError(f"unknown adapter field(s) {bad}; accepted: {sorted(ADAPTER_FIELDS)}")
-    if spec.get("kind", "lora") != "lora":
-        raise ValueError(f"adapter kind must be 'lora', got {spec.get('kind')!r}")
-    for k, typ in ADAPTER_FIELDS.items():
-        if k in spec and not isinstance(spec[k], typ):
-            raise ValueError(f"adapter field {k!r} has the wrong type: {spec[k]!r}")
-    if int(spec.get("r", 16)) < 1:
-        raise ValueError(f"adapter r must be >= 1, got {spec.get('r')!r}")
-    return spec
 
 
 def apply_adapter(model, spec: dict) -> None:

@@ -14,6 +14,26 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
+# the models an adapter delta (tmbench.models.delta) can be trained over and applied to
+BASES = ("smollm2-135m",)
+ADAPTER_FIELDS = {"kind": str, "r": int, "lora_alpha": (int, float), "lora_dropout": (int, float),
+                  "target_modules": list, "seed": int}
+
+
+def check_adapter(spec: dict) -> dict:
+    """Validate an adapter spec ({kind: lora, r, lora_alpha, target_modules, ...})."""
+    bad = sorted(set(spec) - set(ADAPTER_FIELDS))
+    if bad:
+        raise ValueError(f"unknown adapter field(s) {bad}; accepted: {sorted(ADAPTER_FIELDS)}")
+    if spec.get("kind", "lora") != "lora":
+        raise ValueError(f"adapter kind must be 'lora', got {spec.get('kind')!r}")
+    for k, typ in ADAPTER_FIELDS.items():
+        if k in spec and not isinstance(spec[k], typ):
+            raise ValueError(f"adapter field {k!r} has the wrong type: {spec[k]!r}")
+    if int(spec.get("r", 16)) < 1:
+        raise ValueError(f"adapter r must be >= 1, got {spec.get('r')!r}")
+    return spec
+
 
 @dataclass
 class DataConfig:
@@ -97,8 +117,6 @@ def config_from_dict(d: dict) -> TrainConfig:
     if cfg.autocast not in (None, "bfloat16", "float16"):
         raise ValueError(f"autocast must be bfloat16, float16 or null, got {cfg.autocast!r}")
     if cfg.adapter is not None:
-        from tmbench.models.delta import BASES, check_adapter
-
         check_adapter(cfg.adapter)
         if cfg.init_from not in BASES:
             raise ValueError(f"an adapter needs init_from one of {', '.join(BASES)} (the base "

@@ -1,0 +1,207 @@
+"""The generate stage: one model x decoder setting x seed -> samples.
+
+Batches go one by one into a partial file (an interrupted run resumes from its last finished
+batch). Each prompt draws from its own generator, seeded from (run seed, prompt position), so
+a prompt's tokens do not depend on the batch it lands in: batch size, memory back-off and
+torchrun sharding leave the tokens unchanged. Both of those are wrappers: memory back-off
+around the per-batch decode (:func:`with_memory_backoff`), sharding around the whole stage
+(:func:`sharded`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tmbench.data.prompts import Prompt
+from tmbench.distributed import barrier, dist_info
+from tmbench.faults import fault_point
+from tmbench.memory import PeakMemory
+from tmbench.models.base import NonFiniteError
+from tmbench.plan import RunPlan
+from tmbench.results import append_partial, atomic_write_text, canonical, read_partial
+from tmbench.stages.session import Session
+from tmbench.types import DecodeOutput, Sample, prompt_generator
+
+# decode(batch_ids, start, max_new_tokens) -> (output, wall seconds)
+Decode = Callable[[list[list[int]], int, int], tuple[DecodeOutput, float]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to generate."""
+
+    plan: RunPlan
+    model: Any
+    decoder: Callable  # the registered decoder function
+    prompts: list[Prompt]
+    folder: Path  # the run's folder: partial files now, record.json later
+
+    @property
+    def what(self) -> str:
+        return f"{self.plan.model}/{self.plan.decoder.label} seed {self.plan.seed}"
+
+
+@dataclass
+class Generated:
+    """What the generate stage hands to scoring and the record."""
+
+    samples: list[Sample]
+    batches: list[dict]  # per batch: start, size, new_tokens, steps, wall_s, ttft_s, batch_info
+    memory_backoff: list[dict]  # the batches split after running out of memory
+    peak_memory: dict[str, Any]
+
+
+def decoder_call(session: Session, job: Job) -> Decode:
+    """The decode of one batch, timed (with a CUDA sync either side), under inference mode and
+    the session's autocast; a decoder's NonFiniteError names the run and the prompts."""
+    plan, cuda = job.plan, session.cuda
+
+    def decode(batch_ids: list[list[int]], start: int, max_new: int) -> tuple[DecodeOutput, float]:
+        gen = [prompt_generator(plan.seed, start + j) for j in range(len(batch_ids))]
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode(), autocast(session.device, session.dtype):
+                out = job.decoder(job.model, batch_ids, max_new_tokens=max_new, generator=gen,
+                                  **plan.params)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"{e}; run {job.what}, prompt indices "
+                                 f"{start}..{start + len(batch_ids) - 1}") from None
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        if not isinstance(out, DecodeOutput):
+            out = DecodeOutput([list(map(int, t)) for t in out])
+        if len(out.tokens) != len(batch_ids):
+            raise AssertionError(f"decoder {plan.decoder.name} returned {len(out.tokens)} "
+                                 f"sequences for {len(batch_ids)} prompts")
+        out.tokens = [list(map(int, t)) for t in out.tokens]
+        return out, wall
+
+    return decode
+
+
+def with_memory_backoff(decode: Decode, backoffs: list[dict], *, log: Callable = print,
+                        cuda: bool = False) -> Decode:
+    """``decode``, but a batch that runs out of memory is split in halves (each split appended
+    to ``backoffs``) and retried, down to single prompts."""
+
+    def run(batch_ids: list[list[int]], start: int, max_new: int) -> tuple[DecodeOutput, float]:
+        try:
+            return decode(batch_ids, start, max_new)
+        except (MemoryError, torch.cuda.OutOfMemoryError) as e:
+            if len(batch_ids) == 1:
+                raise
+            if cuda:
+                torch.cuda.empty_cache()
+            half = (len(batch_ids) + 1) // 2
+            backoffs.append({"start": start, "from": len(batch_ids), "to": half,
+                             "error": type(e).__name__})
+            log(f"warning: out of memory at batch size {len(batch_ids)}; retrying as {half}")
+            a, wa = run(batch_ids[:half], start, max_new)
+            b, wb = run(batch_ids[half:], start + half, max_new)
+            info = {k: a.info[k] + b.info[k] for k in a.info
+                    if isinstance(a.info[k], list) and k in b.info}
+            return DecodeOutput(a.tokens + b.tokens, info), wa + wb
+
+    return run
+
+
+def generate(session: Session, job: Job, shard: tuple[int, int] | None = None) -> Generated | None:
+    """Generate every batch not already in a partial file and return the samples.
+    ``shard=(rank, world)``: only this rank's batches, into its own partial file, and return
+    None (see :func:`sharded`)."""
+    from tqdm.auto import tqdm
+
+    suite, plan, model = session.suite, job.plan, job.model
+    items = [p for p in job.prompts for _ in range(suite.samples_per_prompt)]
+    ids = [model.tokenizer.encode(p.text) for p in items]
+    bs = plan.batch_size
+    job.folder.mkdir(parents=True, exist_ok=True)
+    partial = job.folder / (f"partial.rank{shard[0]}.jsonl" if shard else "partial.jsonl")
+    done: dict[int, dict] = {}
+    for f in sorted(job.folder.glob("partial*.jsonl")):  # every shard's finished batches
+        good = read_partial(f, warn=session.log)
+        if f == partial or not shard:  # rewrite without a torn last line
+            atomic_write_text(f, "".join(canonical(b) + "\n" for b in good.values()))
+        done.update(good)
+    starts = list(range(0, len(items), bs))
+    if shard:
+        starts = [s for i, s in enumerate(starts) if i % shard[1] == shard[0]]
+    decode = decoder_call(session, job)
+    backoffs: list[dict] = []
+    decode_full = with_memory_backoff(decode, backoffs, log=session.log, cuda=session.cuda)
+    bar = tqdm(starts, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
+               disable=not session.progress, unit="batch", leave=False)
+    with PeakMemory(session.device) as peak:
+        if session.timed and len(done) < len(starts):  # warm-up: allocator, kernels, caches
+            decode(ids[:bs], 0, min(4, suite.max_new_tokens))
+        for start in bar:
+            if start in done:
+                continue
+            batch_ids = ids[start:start + bs]
+            t_first = decode(batch_ids, start, 1)[1] if session.timed else None
+            out, wall = decode_full(batch_ids, start, suite.max_new_tokens)
+            per_sample = {k: v for k, v in out.info.items()
+                          if isinstance(v, list) and len(v) == len(batch_ids)}
+            batch = {"start": start, "tokens": out.tokens, "wall_s": wall, "ttft_s": t_first,
+                     "info": per_sample,
+                     "batch_info": {k: v for k, v in out.info.items() if k not in per_sample}}
+            append_partial(partial, batch)
+            fault_point("batch")
+            done[start] = batch
+    if shard:
+        return None
+    return _collect(job, items, ids, [done[s] for s in starts], backoffs, peak.result())
+
+
+def _collect(job: Job, items: list[Prompt], ids: list[list[int]], batches: list[dict],
+             backoffs: list[dict], peak: dict) -> Generated:
+    tok, eos = job.model.tokenizer, job.model.eos_token_id
+    samples, timing = [], []
+    for b in batches:
+        timing.append({k: b[k] for k in ("start", "wall_s", "ttft_s", "batch_info")}
+                      | {"size": len(b["tokens"]), "new_tokens": sum(map(len, b["tokens"])),
+                         "steps": max(map(len, b["tokens"]), default=0)})
+        for j, toks in enumerate(b["tokens"]):
+            i = b["start"] + j
+            p = items[i]
+            samples.append(Sample(
+                prompt_index=p.index, seed=job.plan.seed, prompt_text=p.text, prompt_ids=ids[i],
+                text=tok.decode(strip_eos(toks, eos)), token_ids=toks, reference_text=p.reference,
+                info={k: v[j] for k, v in b["info"].items()},
+            ))
+    return Generated(samples, timing, backoffs, peak)
+
+
+def sharded(stage: Callable[..., Generated | None]) -> Callable[[Session, Job], Generated | None]:
+    """The generate stage under torchrun: batches are dealt round-robin to ranks, each rank
+    appends to its own partial file (so resume works per shard); after a barrier rank 0
+    gathers every shard's batches and returns the samples, the other ranks return None.
+    Per-prompt generators make the tokens identical to a single-process run."""
+
+    def run(session: Session, job: Job) -> Generated | None:
+        rank, world = dist_info()
+        stage(session, job, shard=(rank, world))
+        barrier()
+        return stage(session, job) if rank == 0 else None
+
+    return run
+
+
+def strip_eos(toks: list[int], eos: int | None) -> list[int]:
+    return toks[:-1] if toks and eos is not None and toks[-1] == eos else toks
+
+
+def autocast(device: str, dtype: str):
+    """bfloat16 autocast on CUDA; on CPU the model's own dtype is used (no autocast)."""
+    if dtype == "bfloat16" and device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

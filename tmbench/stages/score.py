@@ -1,0 +1,112 @@
+"""The score stage: the suite's metrics over a run's samples.
+
+Each metric is keyed by its resolved parameters. Judges and featurizers come from the session
+(loaded once, their identities recorded). A metric of the model alone (``@metric(per_model=
+True)``: held-out perplexity) is computed once per model and reused. A metric that raises is a
+:class:`MetricError` naming the metric and the run; only a missing optional dependency skips
+it, and :func:`complete` scores it on the stored samples once the dependency is there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tmbench.plan import MetricPlan
+from tmbench.registry import METRICS
+from tmbench.results import canonical
+from tmbench.stages.session import Session
+from tmbench.types import DecodeInfo, MetricContext, RunRecord, Sample, Score
+
+
+class MetricError(RuntimeError):
+    """A metric raised while scoring a run (not a missing optional dependency)."""
+
+
+@dataclass
+class Scored:
+    metrics: dict[str, dict]  # metric key -> {value, per_sample, meta, metric, metric_id, ...}
+    metric_runs: dict[str, dict]  # metric id -> {name, params, status, reason?, scoring_s}
+    notes: list[str]
+    judges: dict[str, dict]  # judge / featurizer name -> identity
+
+
+def score(session: Session, samples: list[Sample], model: Any, decode_info: DecodeInfo,
+          metrics: list[MetricPlan], what: str) -> Scored:
+    """Every metric in ``metrics`` over ``samples`` (``model`` None: the human row)."""
+    out = Scored({}, {}, [], {})
+
+    def load(name: str) -> Any:
+        m = session.load_model(name)
+        out.judges[name] = m.identity() if hasattr(m, "identity") else {"name": name}
+        return m
+
+    for m in metrics:
+        fn = METRICS.get(m.name)
+        t0 = time.perf_counter()
+        cache_key = None
+        if getattr(fn, "per_model", False):
+            if model is None:
+                out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
+                                         "scoring_s": 0.0, "note": "not defined without a model"}
+                continue
+            cache_key = (m.id, canonical(model.identity()))
+        if cache_key in session.per_model:
+            got, judges = session.per_model[cache_key]
+            out.judges.update(judges)
+        else:
+            ctx = MetricContext(model=model, tokenizer=getattr(model, "tokenizer", None),
+                                load_model=load, device=session.device,
+                                cache_dir=str(session.out / ".cache"), decode_info=decode_info)
+            before = dict(out.judges)
+            try:
+                scores: dict[str, Score] = fn(samples, ctx=ctx, **m.params)
+            except ImportError as e:  # an optional dependency: skip, complete later
+                out.metric_runs[m.id] = {"name": m.name, "params": m.params,
+                                         "status": "skipped", "reason": f"{type(e).__name__}: {e}"}
+                session.log(f"warning: metric {m.name} skipped on {what} (missing optional "
+                            f"dependency: {e}); a later run with it installed completes the record")
+                continue
+            except Exception as e:  # noqa: BLE001 - re-raised with the metric and run named
+                raise MetricError(f"metric {m.id} failed on run {what}: "
+                                  f"{type(e).__name__}: {e}") from e
+            out.notes.extend(f"{m.name}: {n}" for n in ctx.notes)
+            got = {k: {"value": s.value, "per_sample": s.per_sample,
+                       "higher_is_better": s.higher_is_better, "meta": s.meta,
+                       "metric": m.name, "metric_id": m.id} for k, s in scores.items()}
+            if cache_key is not None:
+                session.per_model[cache_key] = (
+                    got, {k: v for k, v in out.judges.items() if k not in before})
+        out.metrics.update(got)
+        out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
+                                 "scoring_s": round(time.perf_counter() - t0, 4)}
+    return out
+
+
+def complete(session: Session, rec: RunRecord, model: Any, metrics: list[MetricPlan],
+             what: str) -> tuple[RunRecord | None, list[MetricPlan], list[str]]:
+    """A finished run brought up to the suite's metrics, without generating again: metrics it
+    lacks (or skipped for a missing dependency) are scored on its stored samples; scores of a
+    metric the suite no longer has (or has with other parameters) are dropped. Returns (the
+    new record, or None when nothing changed; the metrics scored; the metric ids dropped)."""
+    done = rec.get("metric_runs", {})
+    todo = [m for m in metrics if done.get(m.id, {}).get("status") != "ok"]
+    gone = sorted(set(done) - {m.id for m in metrics})
+    if not todo and not gone:
+        return None, [], []
+    new = {k: v for k, v in rec.items() if k != "record_hash"}
+    new["metrics"] = {k: v for k, v in rec["metrics"].items() if v.get("metric_id") not in gone}
+    done = {k: v for k, v in done.items() if k not in gone}
+    samples = [Sample(**s) for s in rec["samples"]]
+    scored = (score(session, samples, model, rec.get("decode_info", {}), todo, what) if todo
+              else Scored({}, {}, [], {}))
+    for k in [k for k, v in new["metrics"].items() if v.get("metric_id") in scored.metric_runs]:
+        del new["metrics"][k]  # a metric rescored replaces its old values
+    new["metrics"].update(scored.metrics)
+    new["metric_runs"] = {**done, **scored.metric_runs}
+    new["notes"] = rec.get("notes", []) + scored.notes
+    new["judges"] = {**rec.get("judges", {}), **scored.judges}
+    new["timings"] = {**rec["timings"], "scoring_s": rec["timings"].get("scoring_s", 0.0) + sum(
+        m.get("scoring_s", 0.0) for m in scored.metric_runs.values())}
+    return new, todo, gone

@@ -1,0 +1,58 @@
+"""What lives across the runs of one suite invocation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tmbench.env import environment
+from tmbench.models.specs import load_model_spec
+from tmbench.suites import Suite
+
+
+@dataclass
+class Session:
+    """Settings of one ``tmbench run``, the models it has loaded (generators, judges and
+    featurizers alike, each loaded once) and the scores of per-model metrics (held-out
+    perplexity), computed once per model and reused by every run of it."""
+
+    suite: Suite
+    out: Path
+    device: str = "cpu"
+    dtype: str = "float32"
+    limit: int | None = None
+    progress: bool = True
+    log: Callable[..., None] = print
+    models: dict[str, Any] = field(default_factory=dict, repr=False)
+    per_model: dict[tuple, tuple] = field(default_factory=dict, repr=False)
+    env: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but CUDA is not available; "
+                             "accepted: cpu")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        self.out = Path(self.out)
+        self.env = environment(self.device)
+
+    @property
+    def timed(self) -> bool:
+        """The suite measures throughput: warm-up, time to first token, batch size in the key."""
+        return "throughput" in {m.name for m in self.suite.metrics}
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def load_model(self, name: str) -> Any:
+        if name not in self.models:
+            self.log(f"loading model {name} ...")
+            self.models[name] = load_model_spec(name, device=self.device, dtype=self.dtype)
+        return self.models[name]
