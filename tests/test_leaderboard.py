@@ -251,3 +251,26 @@ def test_html_table_is_explorable_and_self_contained(tmp_path):
     assert 'data-filter="decoder"' in page and "data-toggle" in page
     assert 'class="x"' in page  # the non-headline column, hidden until toggled
     assert 'title="mean of 4 per-prompt means (2 seeds averaged per prompt); 95% bootstrap CI' in page
+
+
+def test_time_rows_sum_runs_per_machine_and_total():
+    from tmbench.render import time_markdown, time_rows
+
+    def rec(fp, model, dec, gen, sc, load=None):
+        t = {"generation_s": gen, "scoring_s": sc} | ({} if load is None else {"load_s": load})
+        return {"environment": {"fingerprint": {"id": fp}}, "timings": t,
+                "spec": {"model": {"name": model}, "decoder": {"label": dec}}}
+
+    rows = time_rows([rec("m1", "a", "greedy", 10.0, 2.0, 1.0), rec("m1", "a", "greedy", 30.0, 6.0, 0.0),
+                      rec("m1", "b", "nucleus", 20.0, 10.0), rec("m2", "a", "greedy", 5.0, 5.0, 0.5)])
+    by = {(r["machine"], r["model"], r["decoder"]): r for r in rows}
+    a = by[("m1", "a", "greedy")]
+    assert (a["runs"], a["generation_s"], a["scoring_s"], a["load_s"], a["share"]) == (2, 40.0, 8.0, 1.0, 0.2)
+    assert by[("m1", "b", "nucleus")]["load_s"] is None  # an older record: load inside scoring
+    tot = by[("m1", "all", "")]
+    assert (tot["runs"], tot["generation_s"], tot["scoring_s"], tot["load_s"]) == (3, 60.0, 18.0, None)
+    assert tot["share"] == 0.3
+    assert by[("m2", "all", "")]["share"] == 1.0
+    md = time_markdown(rows)
+    assert "| m1 | a | greedy | 2 | 40.0 | 8.0 | 1.0 | 0.200 |" in md
+    assert "| m1 | b | nucleus | 1 | 20.0 | 10.0 | - | 0.500 |" in md

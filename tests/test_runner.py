@@ -222,3 +222,36 @@ def test_sampled_tokens_do_not_depend_on_batch_size(tmp_path, suite):
         Runner(s, out, progress=False, log=lambda *a: None).run(decoders=["nucleus"], seeds=[5])
         toks.append([x["token_ids"] for x in read_record(records(out)[0])["samples"]])
     assert toks[0] == toks[1]
+
+
+@register_metric("test_judge_len")
+def judge_len_metric(samples, *, ctx, judge: str = "test-slow-judge"):
+    j = ctx.load_model(judge)
+    return {"judge_len": Score(float(len(j.tokenizer.encode(samples[0].text))), None, None, {})}
+
+
+def test_judge_loading_is_not_counted_as_scoring(tmp_path):
+    """A judge loaded while scoring is the metric's load_s (and the record's timings load_s),
+    not its scoring_s; loaded once per session, so the next run's scoring has no load time."""
+    import time
+
+    from tmbench.models.toy import load_toy
+
+    @register_model_for_test("test-slow-judge")
+    def slow_judge(device="cpu", dtype="float32"):
+        time.sleep(0.5)
+        return load_toy(device=device, dtype=dtype)
+
+    p = tmp_path / "j.yaml"
+    p.write_text(SUITE.replace("models: [toy-random]", "models: [toy-random]\nhuman_row: false")
+                 .replace("metrics: [{name: test_len, params: {unit: word}}]",
+                          "metrics: [{name: test_judge_len}]")
+                 .replace("  - {name: test_sample, label: sample}\n", ""))
+    out = tmp_path / "res"
+    Runner(load_suite(str(p)), out, progress=False, log=lambda *a: None).run(seeds=[0, 1])
+    recs = sorted((read_record(f) for f in records(out)), key=lambda r: r["spec"]["seed"])
+    first, second = (next(iter(r["metric_runs"].values())) for r in recs)
+    assert first["load_s"] >= 0.5 and first["scoring_s"] < first["load_s"]
+    assert recs[0]["timings"]["load_s"] == first["load_s"]
+    assert recs[0]["timings"]["scoring_s"] == first["scoring_s"]
+    assert second["load_s"] == 0.0

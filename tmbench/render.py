@@ -405,3 +405,62 @@ def page_html(page_title: str, body: str) -> str:
     """A self-contained page: inline style and script, nothing fetched."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(page_title)}</title>"
             f"<style>{CSS}</style></head><body>{body}<script>{SCRIPT}</script></body></html>")
+
+
+# ---- where the time went -------------------------------------------------------------------------
+
+def time_rows(recs: list[dict]) -> list[dict]:
+    """Generation, scoring and model-load seconds per (machine, model, decoder), summed over
+    the runs of the records, and a total per machine. Read from the records' timings; records
+    written before loading was timed on its own count it inside scoring (``load_s`` None)."""
+    from collections import defaultdict
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in recs:
+        fp = r.get("environment", {}).get("fingerprint", {}).get("id", "?")
+        groups[(fp, r["spec"]["model"]["name"], r["spec"]["decoder"]["label"])].append(r)
+
+    def row(fp, model, decoder, rs):
+        t = [r.get("timings", {}) for r in rs]
+        gen, sc = sum(x.get("generation_s", 0.0) for x in t), sum(x.get("scoring_s", 0.0) for x in t)
+        load = sum(x["load_s"] for x in t) if all("load_s" in x for x in t) else None
+        return {"machine": fp, "model": model, "decoder": decoder, "runs": len(rs),
+                "generation_s": gen, "scoring_s": sc, "load_s": load,
+                "share": sc / gen if gen else None}
+
+    out = []
+    for fp in sorted({k[0] for k in groups}):
+        keys = sorted(k for k in groups if k[0] == fp)
+        out += [row(*k, groups[k]) for k in keys]
+        out.append(row(fp, "all", "", [r for k in keys for r in groups[k]]))
+    return out
+
+
+TIME_NOTE = ("Seconds summed over each row's runs, per machine fingerprint, from the records' "
+             "timings: generation, scoring (every metric's compute) and loading judges and "
+             "featurizers during scoring (paid once per session; `-` where a record counts it "
+             "inside scoring). score/gen is scoring over generation time; the target is at most "
+             "0.25.")
+
+
+def time_markdown(rows: list[dict]) -> str:
+    head = "| machine | model | decoder | runs | generation s | scoring s | load s | score/gen |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        share = "-" if r["share"] is None else f"{r['share']:.3f}"
+        load = "-" if r["load_s"] is None else f"{r['load_s']:.1f}"
+        bold = "**" if r["model"] == "all" else ""
+        lines.append(f"| {r['machine']} | {bold}{r['model']}{bold} | {r['decoder']} | {r['runs']} "
+                     f"| {r['generation_s']:.1f} | {r['scoring_s']:.1f} | {load} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
+def time_html(rows: list[dict]) -> str:
+    cells = ["<tr>" + "".join(f"<th>{h}</th>" for h in ("machine", "model", "decoder", "runs",
+             "generation s", "scoring s", "load s", "score/gen")) + "</tr>"]
+    for r in rows:
+        vals = [r["machine"], r["model"], r["decoder"], r["runs"], f"{r['generation_s']:.1f}",
+                f"{r['scoring_s']:.1f}", "-" if r["load_s"] is None else f"{r['load_s']:.1f}",
+                "-" if r["share"] is None else f"{r['share']:.3f}"]
+        cells.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in vals) + "</tr>")
+    return f"<p>{html.escape(TIME_NOTE)}</p><table class='time'>{''.join(cells)}</table>"

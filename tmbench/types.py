@@ -263,11 +263,12 @@ class RunRecord(TypedDict, total=False):
     protocol: dict[str, Any]  # prompt selection, continuation, RNG and context rules
     environment: dict[str, Any]  # machine, library versions, fingerprint
     created: str
-    # {"generation_s", "scoring_s", "batches", "memory_backoff", "peak_memory", "world_size"?}
+    # {"generation_s", "scoring_s" (metric compute), "load_s" (judges and featurizers loaded
+    # while scoring), "batches", "memory_backoff", "peak_memory", "world_size"?}
     timings: dict[str, Any]
     # metric key -> {"value", "per_sample", "higher_is_better", "meta", "metric", "metric_id"}
     metrics: dict[str, dict[str, Any]]
-    # metric id -> {"name", "params", "status" ("ok" | "skipped"), "reason"?, "scoring_s"}
+    # metric id -> {"name", "params", "status" ("ok" | "skipped"), "reason"?, "scoring_s", "load_s"}
     metric_runs: dict[str, dict[str, Any]]
     skipped_metrics: dict[str, str]
     notes: list[str]

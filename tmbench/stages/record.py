@@ -75,6 +75,7 @@ def build_record(session: Session, spec: RunSpec, key: str, gen: Generated, scor
                  info: DecodeInfo) -> RunRecord:
     timings = {"generation_s": sum(b["wall_s"] for b in gen.batches),
                "scoring_s": sum(m.get("scoring_s", 0.0) for m in scored.metric_runs.values()),
+               "load_s": sum(m.get("load_s", 0.0) for m in scored.metric_runs.values()),
                "batches": gen.batches, "memory_backoff": gen.memory_backoff,
                "peak_memory": gen.peak_memory}
     return {

@@ -5,6 +5,8 @@ Each metric is keyed by its resolved parameters. Judges and featurizers come fro
 True)``: held-out perplexity) is computed once per model and reused. A metric that raises is a
 :class:`MetricError` naming the metric and the run; only a missing optional dependency skips
 it, and :func:`complete` scores it on the stored samples once the dependency is there.
+A metric's ``scoring_s`` excludes the time spent loading a judge or featurizer the first time
+(recorded as its ``load_s``): loading is paid once per session, scoring once per run.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
 
     for m in metrics:
         fn = METRICS.get(m.name)
-        t0 = time.perf_counter()
+        t0, load0 = time.perf_counter(), session.load_s
         cache_key = None
         if getattr(fn, "per_model", False):
             if model is None:
@@ -79,8 +81,11 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
                 session.per_model[cache_key] = (
                     got, {k: v for k, v in out.judges.items() if k not in before})
         out.metrics.update(got)
+        # a judge or featurizer loaded for the first time is load time, not scoring time
+        load = session.load_s - load0
         out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
-                                 "scoring_s": round(time.perf_counter() - t0, 4)}
+                                 "scoring_s": round(time.perf_counter() - t0 - load, 4),
+                                 "load_s": round(load, 4)}
     return out
 
 
@@ -107,6 +112,7 @@ def complete(session: Session, rec: RunRecord, model: Any, metrics: list[MetricP
     new["metric_runs"] = {**done, **scored.metric_runs}
     new["notes"] = rec.get("notes", []) + scored.notes
     new["judges"] = {**rec.get("judges", {}), **scored.judges}
-    new["timings"] = {**rec["timings"], "scoring_s": rec["timings"].get("scoring_s", 0.0) + sum(
-        m.get("scoring_s", 0.0) for m in scored.metric_runs.values())}
+    t = rec["timings"]
+    new["timings"] = {**t, **{k: t.get(k, 0.0) + sum(m.get(k, 0.0) for m in scored.metric_runs.values())
+                              for k in ("scoring_s", "load_s")}}
     return new, todo, gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,7 @@ class Session:
     log: Callable[..., None] = print
     models: dict[str, Any] = field(default_factory=dict, repr=False)
     per_model: dict[tuple, tuple] = field(default_factory=dict, repr=False)
+    load_s: float = 0.0  # seconds spent loading models so far (kept out of scoring times)
     env: dict[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,5 +56,7 @@ class Session:
     def load_model(self, name: str) -> Any:
         if name not in self.models:
             self.log(f"loading model {name} ...")
+            t0 = time.perf_counter()
             self.models[name] = load_model_spec(name, device=self.device, dtype=self.dtype)
+            self.load_s += time.perf_counter() - t0
         return self.models[name]
