@@ -163,3 +163,15 @@ def test_gemma3_judge_scores_fluent_text_higher():
     assert math.exp(-coh.per_sample[0]) == pytest.approx(ppl.per_sample[0], rel=1e-9)
     lps, _ = judge_logprobs(jm, ss, c, window=1024, stride=512)
     assert [len(lp) for lp in lps] == ppl.meta["per_sample_tokens"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_GEMMA3, reason=f"needs the {judges.GEMMA3_DIST} wheels ({judges.GEMMA3_INSTALL})")
+def test_gemma3_bf16_judge_is_named_apart_and_close_to_float32():
+    f32, b16 = judges.load_gemma3_270m(), judges.load_gemma3_270m_bf16(dtype="float32")
+    assert b16.identity()["name"] == "gemma3-270m-bf16" and b16.identity()["dtype"] == "bfloat16"
+    assert b16.identity()["content_hash"] == f32.identity()["content_hash"]  # the same GGUF
+    s = [2] + f32.tokenizer.encode("The government said on Monday that the new rules would "
+                                   "come into force next year, after a long consultation.")
+    a, b = f32.token_logprobs([s])[0], b16.token_logprobs([s])[0]
+    assert (a - b).abs().mean().item() < 0.2 and abs((a - b).mean().item()) < 0.05

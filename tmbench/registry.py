@@ -116,6 +116,7 @@ MODELS = Registry(
     {
         "smollm2-135m": "tmbench.models.hf:load_smollm2",
         "gemma3-270m": "tmbench.models.judges:load_gemma3_270m",
+        "gemma3-270m-bf16": "tmbench.models.judges:load_gemma3_270m_bf16",
         "toy-random": "tmbench.models.toy:load_toy",
         "ar-bbc-tiny": "tmbench.models.shipped:load_ar_bbc_tiny",
         "tm-bbc-tiny": "tmbench.models.shipped:load_tm_bbc_tiny",

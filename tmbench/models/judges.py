@@ -183,7 +183,19 @@ def _assemble_atomic(pkg: Any, target: Path) -> None:
     atomic_write(target, lambda tmp: pkg.assemble(str(tmp), overwrite=True))
 
 
-def load_gemma3_270m(device: str = "cpu", dtype: str = "float32") -> HFJudge:
+def load_gemma3_270m_bf16(device: str = "cpu", dtype: str = "float32") -> HFJudge:
+    """``gemma3-270m-bf16``: the same judge with bfloat16 weights whatever the run's dtype, a
+    faster judge for CPUs with native bfloat16 (AVX512-BF16, AMX) and for GPUs. On 2 cores of an
+    AMD EPYC with AVX512-BF16, 32 BBC test texts of 173 tokens score 1.64x faster than in
+    float32; per-token log-probabilities differ by 0.072 nats on average (mean bias 0.005 nats,
+    at most 0.056 nats in a text's mean), less than the Q4_K_M quantisation both start from.
+    A different judge name, so its scores never pool with the float32 judge's."""
+    del dtype  # always bfloat16
+    return load_gemma3_270m(device, "bfloat16", name=GEMMA3_NAME + "-bf16")
+
+
+def load_gemma3_270m(device: str = "cpu", dtype: str = "float32", *,
+                     name: str = GEMMA3_NAME) -> HFJudge:
     """Gemma 3 270M base (Q4_K_M GGUF de-quantised to ``dtype``) from the installed wheels."""
     for mod in ("gguf", "accelerate"):
         if importlib.util.find_spec(mod) is None:
@@ -205,5 +217,5 @@ def load_gemma3_270m(device: str = "cpu", dtype: str = "float32") -> HFJudge:
     except PackageNotFoundError:
         pkg_version = "unknown"
     source = f"{GEMMA3_DIST}=={pkg_version} ({path.name}, Q4_K_M de-quantised to {dtype})"
-    return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), GEMMA3_NAME, sha256_of(path)[:16],
+    return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), name, sha256_of(path)[:16],
                    source).to(device)

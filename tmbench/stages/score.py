@@ -82,10 +82,10 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
                     got, {k: v for k, v in out.judges.items() if k not in before})
         out.metrics.update(got)
         # a judge or featurizer loaded for the first time is load time, not scoring time
-        load = session.load_s - load0
+        load_s = session.load_s - load0
         out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
-                                 "scoring_s": round(time.perf_counter() - t0 - load, 4),
-                                 "load_s": round(load, 4)}
+                                 "scoring_s": round(time.perf_counter() - t0 - load_s, 4),
+                                 "load_s": round(load_s, 4)}
     return out
 
 
