@@ -1,7 +1,8 @@
 """``tmbench run``: the stages strung together, with resume and locks.
 
     plan      tmbench.plan.plan_suite           every check before the first token
-    generate  tmbench.stages.generate.generate  (wrapped by ``sharded`` under torchrun)
+    generate  tmbench.stages.generate.generate  (wrapped by ``resumable``; and by ``sharded``
+                                                 under torchrun)
     score     tmbench.stages.score.score
     record    tmbench.stages.record.build_record, written atomically
 
@@ -24,7 +25,7 @@ from tmbench.faults import fault_point
 from tmbench.plan import MetricPlan, RunPlan, SuitePlan, plan_runs, plan_suite, resolve_params
 from tmbench.registry import DECODERS
 from tmbench.results import CorruptRecord, RunLock, read_record, run_dir, run_key, write_record
-from tmbench.stages.generate import Generated, Job, generate, sharded
+from tmbench.stages.generate import Generated, Job, generate, resumable, sharded
 from tmbench.stages.record import HUMAN, build_record, decode_info, key_part, run_spec
 from tmbench.stages.score import MetricError, complete, score
 from tmbench.stages.session import Session
@@ -108,7 +109,7 @@ def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -
         if broadcast(existing(session, folder) is not None if rank == 0 else None):
             summary.skipped.append(folder)
             return
-        gen = sharded(generate)(session, job)
+        gen = sharded(resumable(generate))(session, job)
         if gen is not None:
             rec = finish(session, job, spec, key, gen, plan.metrics, summary, world=world)
             summary.add(*row, "written", rec)
@@ -127,7 +128,7 @@ def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -
                                            job.what)
             summary.add(*row, status, rec)
             return
-        gen = generate(session, job)
+        gen = resumable(generate)(session, job)
         rec = finish(session, job, spec, key, gen, plan.metrics, summary)
         summary.add(*row, "written", rec)
 

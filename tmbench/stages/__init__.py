@@ -7,7 +7,8 @@
 
 :class:`Session` holds what lives across the runs of one invocation (settings, loaded models,
 scores of metrics of the model alone). Memory back-off wraps the per-batch decode
-(:func:`generate.with_memory_backoff`) and torchrun sharding wraps the whole generate stage
-(:func:`generate.sharded`); neither is a branch inside it. ``tmbench.runner`` strings the
-stages together with resume and locks.
+(:func:`generate.with_memory_backoff`), resume from partial files wraps the generate stage
+(:func:`generate.resumable`) and torchrun sharding wraps the resumable stage
+(:func:`generate.sharded`); none is a branch inside it. ``tmbench.runner`` strings the stages
+together with the skip of finished runs, locks and the human row.
 """

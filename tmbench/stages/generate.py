@@ -1,11 +1,11 @@
 """The generate stage: one model x decoder setting x seed -> samples.
 
-Batches go one by one into a partial file (an interrupted run resumes from its last finished
-batch). Each prompt draws from its own generator, seeded from (run seed, prompt position), so
+Each prompt draws from its own generator, seeded from (run seed, prompt position), so
 a prompt's tokens do not depend on the batch it lands in: batch size, memory back-off and
-torchrun sharding leave the tokens unchanged. Both of those are wrappers: memory back-off
-around the per-batch decode (:func:`with_memory_backoff`), sharding around the whole stage
-(:func:`sharded`).
+torchrun sharding leave the tokens unchanged. Resume, memory back-off and sharding are
+wrappers, not branches inside the stage: memory back-off around the per-batch decode
+(:func:`with_memory_backoff`), resume from partial files around the stage (:func:`resumable`),
+and sharding around the resumable stage (:func:`sharded`).
 """
 
 from __future__ import annotations
@@ -114,34 +114,33 @@ def with_memory_backoff(decode: Decode, backoffs: list[dict], *, log: Callable =
     return run
 
 
-def generate(session: Session, job: Job, shard: tuple[int, int] | None = None) -> Generated | None:
-    """Generate every batch not already in a partial file and return the samples.
-    ``shard=(rank, world)``: only this rank's batches, into its own partial file, and return
-    None (see :func:`sharded`)."""
+def batch_starts(session: Session, job: Job) -> list[int]:
+    """The first sample index of every batch of the run."""
+    n = len(job.prompts) * session.suite.samples_per_prompt
+    return list(range(0, n, job.plan.batch_size))
+
+
+def generate(session: Session, job: Job, *, starts: list[int] | None = None,
+             done: dict[int, dict] | None = None,
+             on_batch: Callable[[dict], None] | None = None) -> Generated:
+    """Decode the batches ``starts`` (default: all) that are not in ``done`` (batches finished
+    earlier, by first sample index), hand each new batch to ``on_batch``, and return the
+    samples of ``starts`` in order."""
     from tqdm.auto import tqdm
 
     suite, plan, model = session.suite, job.plan, job.model
     items = [p for p in job.prompts for _ in range(suite.samples_per_prompt)]
     ids = [model.tokenizer.encode(p.text) for p in items]
     bs = plan.batch_size
-    job.folder.mkdir(parents=True, exist_ok=True)
-    partial = job.folder / (f"partial.rank{shard[0]}.jsonl" if shard else "partial.jsonl")
-    done: dict[int, dict] = {}
-    for f in sorted(job.folder.glob("partial*.jsonl")):  # every shard's finished batches
-        good = read_partial(f, warn=session.log)
-        if f == partial or not shard:  # rewrite without a torn last line
-            atomic_write_text(f, "".join(canonical(b) + "\n" for b in good.values()))
-        done.update(good)
-    starts = list(range(0, len(items), bs))
-    if shard:
-        starts = [s for i, s in enumerate(starts) if i % shard[1] == shard[0]]
+    starts = batch_starts(session, job) if starts is None else starts
+    done = dict(done or {})
     decode = decoder_call(session, job)
     backoffs: list[dict] = []
     decode_full = with_memory_backoff(decode, backoffs, log=session.log, cuda=session.cuda)
     bar = tqdm(starts, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
                disable=not session.progress, unit="batch", leave=False)
     with PeakMemory(session.device) as peak:
-        if session.timed and len(done) < len(starts):  # warm-up: allocator, kernels, caches
+        if session.timed and any(s not in done for s in starts):  # warm-up: allocator, kernels
             decode(ids[:bs], 0, min(4, suite.max_new_tokens))
         for start in bar:
             if start in done:
@@ -154,12 +153,38 @@ def generate(session: Session, job: Job, shard: tuple[int, int] | None = None) -
             batch = {"start": start, "tokens": out.tokens, "wall_s": wall, "ttft_s": t_first,
                      "info": per_sample,
                      "batch_info": {k: v for k, v in out.info.items() if k not in per_sample}}
+            if on_batch is not None:
+                on_batch(batch)
+            done[start] = batch
+    return _collect(job, items, ids, [done[s] for s in starts], backoffs, peak.result())
+
+
+def resumable(stage: Callable[..., Generated]) -> Callable[..., Generated]:
+    """``stage`` resumed from the run folder's partial files: batches finished by an earlier,
+    interrupted process (any shard's) are not decoded again, and each new batch is appended to
+    this process's partial file as soon as it is done (a torn last line, from a kill mid-write,
+    is dropped). ``shard=(rank, world)``: this rank's batches only, into its own file."""
+
+    def run(session: Session, job: Job, shard: tuple[int, int] | None = None) -> Generated:
+        job.folder.mkdir(parents=True, exist_ok=True)
+        partial = job.folder / (f"partial.rank{shard[0]}.jsonl" if shard else "partial.jsonl")
+        done: dict[int, dict] = {}
+        for f in sorted(job.folder.glob("partial*.jsonl")):
+            good = read_partial(f, warn=session.log)
+            if f == partial or not shard:  # rewrite without a torn last line
+                atomic_write_text(f, "".join(canonical(b) + "\n" for b in good.values()))
+            done.update(good)
+        starts = batch_starts(session, job)
+        if shard:
+            starts = [s for i, s in enumerate(starts) if i % shard[1] == shard[0]]
+
+        def keep(batch: dict) -> None:
             append_partial(partial, batch)
             fault_point("batch")
-            done[start] = batch
-    if shard:
-        return None
-    return _collect(job, items, ids, [done[s] for s in starts], backoffs, peak.result())
+
+        return stage(session, job, starts=starts, done=done, on_batch=keep)
+
+    return run
 
 
 def _collect(job: Job, items: list[Prompt], ids: list[list[int]], batches: list[dict],
@@ -181,8 +206,8 @@ def _collect(job: Job, items: list[Prompt], ids: list[list[int]], batches: list[
     return Generated(samples, timing, backoffs, peak)
 
 
-def sharded(stage: Callable[..., Generated | None]) -> Callable[[Session, Job], Generated | None]:
-    """The generate stage under torchrun: batches are dealt round-robin to ranks, each rank
+def sharded(stage: Callable[..., Generated]) -> Callable[[Session, Job], Generated | None]:
+    """A resumable stage under torchrun: batches are dealt round-robin to ranks, each rank
     appends to its own partial file (so resume works per shard); after a barrier rank 0
     gathers every shard's batches and returns the samples, the other ranks return None.
     Per-prompt generators make the tokens identical to a single-process run."""
