@@ -254,7 +254,7 @@ def test_html_table_is_explorable_and_self_contained(tmp_path):
 
 
 def test_time_rows_sum_runs_per_machine_and_total():
-    from tmbench.render import time_markdown, time_rows
+    from tmbench.render import time_html, time_markdown, time_rows
 
     def rec(fp, model, dec, gen, sc, load=None):
         t = {"generation_s": gen, "scoring_s": sc} | ({} if load is None else {"load_s": load})
@@ -274,3 +274,5 @@ def test_time_rows_sum_runs_per_machine_and_total():
     md = time_markdown(rows)
     assert "| m1 | a | greedy | 2 | 40.0 | 8.0 | 1.0 | 0.200 |" in md
     assert "| m1 | b | nucleus | 1 | 20.0 | 10.0 | - | 0.500 |" in md
+    assert "| m1 | **all** |  | 3 | 60.0 | 18.0 | - | 0.300 |" in md
+    assert "<td>m2</td><td>a</td><td>greedy</td><td>1</td><td>5.0</td><td>5.0</td><td>0.5</td><td>1.000</td>" in time_html(rows)

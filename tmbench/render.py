@@ -443,24 +443,28 @@ TIME_NOTE = ("Seconds summed over each row's runs, per machine fingerprint, from
              "0.25.")
 
 
+TIME_HEAD = ("machine", "model", "decoder", "runs", "generation s", "scoring s", "load s",
+             "score/gen")
+
+
+def _time_cells(r: dict) -> list[str]:
+    return [r["machine"], r["model"], r["decoder"], str(r["runs"]), f"{r['generation_s']:.1f}",
+            f"{r['scoring_s']:.1f}", "-" if r["load_s"] is None else f"{r['load_s']:.1f}",
+            "-" if r["share"] is None else f"{r['share']:.3f}"]
+
+
 def time_markdown(rows: list[dict]) -> str:
-    head = "| machine | model | decoder | runs | generation s | scoring s | load s | score/gen |"
-    lines = [head, "|" + "---|" * 8]
+    lines = ["| " + " | ".join(TIME_HEAD) + " |", "|" + "---|" * len(TIME_HEAD)]
     for r in rows:
-        share = "-" if r["share"] is None else f"{r['share']:.3f}"
-        load = "-" if r["load_s"] is None else f"{r['load_s']:.1f}"
-        bold = "**" if r["model"] == "all" else ""
-        lines.append(f"| {r['machine']} | {bold}{r['model']}{bold} | {r['decoder']} | {r['runs']} "
-                     f"| {r['generation_s']:.1f} | {r['scoring_s']:.1f} | {load} | {share} |")
+        c = _time_cells(r)
+        if r["model"] == "all":
+            c[1] = f"**{c[1]}**"
+        lines.append("| " + " | ".join(c) + " |")
     return "\n".join(lines) + "\n"
 
 
 def time_html(rows: list[dict]) -> str:
-    cells = ["<tr>" + "".join(f"<th>{h}</th>" for h in ("machine", "model", "decoder", "runs",
-             "generation s", "scoring s", "load s", "score/gen")) + "</tr>"]
-    for r in rows:
-        vals = [r["machine"], r["model"], r["decoder"], r["runs"], f"{r['generation_s']:.1f}",
-                f"{r['scoring_s']:.1f}", "-" if r["load_s"] is None else f"{r['load_s']:.1f}",
-                "-" if r["share"] is None else f"{r['share']:.3f}"]
-        cells.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in vals) + "</tr>")
+    cells = ["<tr>" + "".join(f"<th>{h}</th>" for h in TIME_HEAD) + "</tr>"]
+    cells += ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in _time_cells(r)) + "</tr>"
+              for r in rows]
     return f"<p>{html.escape(TIME_NOTE)}</p><table class='time'>{''.join(cells)}</table>"
