@@ -8,13 +8,30 @@ the loop stops when every row is done or ``max_new_tokens`` tokens were chosen.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from tmbench.decoders import filters
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+_LOGPROBS: ContextVar[list | None] = ContextVar("tmbench_chosen_logprobs", default=None)
+
+
+@contextmanager
+def chosen_logprobs() -> Iterator[list[torch.Tensor]]:
+    """Inside this block, ``run`` appends each step's (B,) log-probability of the chosen token
+    under the model's own distribution (raw logits, before penalties, temperature and
+    truncation) to the yielded list: the score best-of-n reranks by, without a second forward."""
+    sink: list[torch.Tensor] = []
+    token = _LOGPROBS.set(sink)
+    try:
+        yield sink
+    finally:
+        _LOGPROBS.reset(token)
 
 
 def check(name: str, value, lo: float = -math.inf, hi: float = math.inf, *,
@@ -119,7 +136,9 @@ def run(model, prompts: list[list[int]], max_new_tokens: int,
     B, S, eos = len(prompts), max(len(p) for p in prompts), model.eos_token_id
     hist = prompt_history(prompts, max_new_tokens, out.logits.device)  # (B, S + T)
     done = torch.zeros(B, dtype=torch.bool, device=out.logits.device)
+    sink = _LOGPROBS.get()
     for t in range(max_new_tokens):
+        raw = out.logits.float().log_softmax(-1) if sink is not None else None  # (B, V)
         logits = filters.process(
             out.logits, context=hist[:, : S + t], generated=hist[:, S:S + t],
             repetition=repetition_penalty, frequency=frequency_penalty,
@@ -129,6 +148,8 @@ def run(model, prompts: list[list[int]], max_new_tokens: int,
             tok = tok.masked_fill(done, eos)
             done |= tok == eos
         hist[:, S + t] = tok
+        if sink is not None:
+            sink.append(raw.gather(-1, tok[:, None])[:, 0])  # (B,)
         if t + 1 == max_new_tokens or (eos is not None and bool(done.all())):
             break
         out = model.step(out.state, tok)

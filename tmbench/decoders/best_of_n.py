@@ -6,8 +6,10 @@ tokenizer) is kept. The later version of the Token Maturation paper compares aga
 best-of-16 at matched compute: TM with a tail of K = 16 slots forwards every committed token
 16 times, best-of-16 forwards 16 candidate continuations.
 
-Draw i of prompt b comes from prompt b's own generator (after draws 0..i-1), so a prompt's
-candidates never depend on the other rows of the batch.
+Candidate i of prompt b draws from its own generator, seeded by the i-th of n seeds that prompt
+b's generator gives, so a prompt's candidates never depend on the other rows of the batch. All
+n candidates of every prompt are decoded as one batch (prompt-major rows), and with the scorer
+``self`` their log-probabilities are collected while decoding, so reranking costs no forward.
 """
 
 from __future__ import annotations
@@ -85,14 +87,23 @@ def best_of_n(model, prompts: list[list[int]], *, max_new_tokens: int, generator
     fn = DECODERS.get(base)
     params = resolve_params(fn, dict(base_params or {}), f"best_of_n base {base}")
     gens = generator if isinstance(generator, (list, tuple)) else [generator] * len(prompts)
-    sc = _scorer(scorer, model)
-    best: list[list[int]] = [[] for _ in prompts]
-    best_lp = [float("-inf")] * len(prompts)
-    best_i = [0] * len(prompts)
-    for i in range(n):
-        cand = fn(model, prompts, max_new_tokens=max_new_tokens, generator=list(gens), **params)
-        cand = cand.tokens if isinstance(cand, DecodeOutput) else cand
-        for b, lp in enumerate(mean_logprob(sc, prompts, [list(c) for c in cand])):
-            if lp > best_lp[b]:
-                best[b], best_lp[b], best_i[b] = list(cand[b]), lp, i
+    sc = None if scorer == "self" else _scorer(scorer, model)
+    sub = [torch.Generator(device=g.device).manual_seed(int(seed))
+           for g in gens for seed in torch.randint(2 ** 62, (n,), generator=g, device=g.device)]
+    rows = [p for p in prompts for _ in range(n)]  # row b * n + i = candidate i of prompt b
+    with _loop.chosen_logprobs() as steps:
+        cand = fn(model, rows, max_new_tokens=max_new_tokens, generator=sub, **params)
+    cand = [list(c) for c in (cand.tokens if isinstance(cand, DecodeOutput) else cand)]
+    if sc is None and steps:
+        lp = torch.stack(steps, 1).cpu()  # (B * n, T): log p of each chosen token
+        scores = [float(lp[r, :len(c)].double().mean()) if c else float("-inf")
+                  for r, c in enumerate(cand)]
+    else:  # a named scorer, or a base decoder that does not run the shared loop
+        scores = mean_logprob(sc or model, rows, cand)
+    best, best_i, best_lp = [], [], []
+    for b in range(len(prompts)):
+        i = max(range(n), key=lambda j: scores[b * n + j])  # the first of equal scores
+        best.append(cand[b * n + i])
+        best_i.append(i)
+        best_lp.append(scores[b * n + i])
     return DecodeOutput(best, {"best_index": best_i, "best_logprob": best_lp})
