@@ -39,14 +39,14 @@ def tiny_bpe(vocab_size: int = 300):
     return tk
 
 
-def write_tiny_llama(folder):
+def write_tiny_llama(folder, positions: int = 64):
     """A random 2-layer Llama and its tokenizer, written with save_pretrained."""
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_object=tiny_bpe(), eos_token=EOS)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=64, eos_token_id=tok.eos_token_id,
+                      max_position_embeddings=positions, eos_token_id=tok.eos_token_id,
                       bos_token_id=None, pad_token_id=tok.eos_token_id)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -308,3 +308,28 @@ def test_run_accepts_an_hf_folder_spec(tmp_path, llama_dir):
     assert len(recs) == 1
     model = json.loads(recs[0].read_text())["spec"]["model"]
     assert model["name"] == spec and model["content_hash"] == sha16(llama_dir / "model.safetensors")
+
+
+def test_default_suite_plans_every_baseline_for_a_model_it_does_not_list(tmp_path):
+    """``tmbench run --suite default --model hf:<folder>``: a model the suite does not name runs
+    every decoder entry that fits its kind, one per label; nothing fitting is a plan-time error."""
+    from tmbench.plan import plan_suite
+    from tmbench.registry import DECODERS
+    from tmbench.suites import load_suite
+
+    folder = write_tiny_llama(tmp_path / "llama", positions=512)
+    spec = f"hf:{folder}"
+    suite = load_suite("default")
+    said = []
+    plan = plan_suite(suite, load_model_spec, models=[spec], log=said.append)
+    baselines = {d.label for d in suite.decoders if d.name != "maturation"}
+    assert {p.decoder.label for p in plan.runs} == baselines
+    assert all(p.model == spec for p in plan.runs)
+    first = {}
+    for d in suite.decoders:
+        first.setdefault(d.label, d)
+    assert len(plan.runs) == sum(len(first[b].seeds or suite.seeds) for b in baselines)
+    assert any("not a model of suite default" in s for s in said)
+    with pytest.raises(ValueError, match="nothing to run"):
+        plan_suite(suite, load_model_spec, models=[spec], decoders=["tm-a0.9"], log=said.append)
+    assert "maturation" in DECODERS.names()

@@ -243,13 +243,24 @@ def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None
     # registered names, hf:<folder or hub name>, gguf:<file>, path:<tmbench folder>
     model_names = [str(validate_model_spec(m)) for m in (models or list(suite.models))]
     specs = select_decoders(list(suite.decoders), decoders, log)
+    # A model the suite does not list (``--model hf:...``) runs every entry of the suite, one
+    # per label; entries that name their models otherwise run on those models only.
+    extra = [m for m in model_names if m not in set(map(str, suite.models))]
+    if extra:
+        log(f"{', '.join(extra)}: not a model of suite {suite.name}; running every decoder "
+            "entry of the suite that fits its kind (one per label)")
+    labels: dict[str, set[str]] = {m: set() for m in extra}
     plans = []
     for d in specs:
         fn = DECODERS.get(d.name)
         params = resolve_params(fn, d.params, d.label)
         dry_run(fn, params, d.label)
         for m in model_names:
-            if d.models is not None and m not in d.models:
+            if m in labels:
+                if d.label in labels[m]:
+                    continue
+                labels[m].add(d.label)
+            elif d.models is not None and m not in d.models:
                 continue  # the suite entry runs on the models it names only
             for s in (seeds or d.seeds or suite.seeds):
                 for bs in suite.batch_sizes:
@@ -301,4 +312,8 @@ def plan_suite(suite: Suite, load_model: Callable, *, models: list[str] | None =
         check_context(model, plan.model, plan.decoder.label, longest, suite.max_new_tokens,
                       plan.params)
         kept.append(plan)
+    if runs and not kept:
+        raise ValueError(f"nothing to run: no decoder entry of suite {suite.name} fits the "
+                         f"model(s) {', '.join(sorted({p.model for p in plans}) or models or [])} "
+                         "(maturation entries need a TM model, the others an AR model)")
     return SuitePlan(kept, metrics, prompts)
