@@ -20,7 +20,7 @@ def score(value, per_sample=None, meta=None, hib=None, metric="test"):
 
 def make_record(metrics, *, model="m1", weights="w1", decoder="nucleus", label="nucleus-0.95",
                 params=None, defaults=None, seed=0, n=4, max_new_tokens=8, batch_size=4,
-                order=None, judges=None):
+                order=None, judges=None, metric_runs=None):
     """A minimal record; ``metrics(order, seed)`` gives its scores for samples in ``order``."""
     order = list(range(n)) if order is None else order
     decoder_spec = {"name": decoder, "label": label, "params": params or {"p": 0.95}}
@@ -33,6 +33,7 @@ def make_record(metrics, *, model="m1", weights="w1", decoder="nucleus", label="
     samples = [{"prompt_index": i, "seed": seed, "prompt_text": f"prompt {i}", "prompt_ids": [],
                 "text": f"text {i}", "token_ids": [], "reference_text": f"ref {i}", "info": {}} for i in order]
     return {"spec": spec, "metrics": metrics(order, seed), "samples": samples,
+            "metric_runs": metric_runs or {},
             "judges": judges or {"j": {"name": "j", "content_hash": "jh"}}, "created": f"2026-01-01T00:00:0{seed}Z",
             "environment": {"fingerprint": {"id": "fp"}},
             "protocol": {"rng": "one torch.Generator per prompt, seeded from seed and prompt position"}}
@@ -77,6 +78,23 @@ def test_rows_pool_only_comparable_records(tmp_path):
     assert small.cells["len"].n == 4 and small.cells["len"].mean == 2.0
     md = to_markdown(table(root))
     assert "| m1 | nucleus-0.95 (n=4) | " in md and "| 4 | 8 |" in md  # n and max_new_tokens columns
+
+
+def test_records_scored_with_other_metric_params_are_a_separate_row(tmp_path):
+    """The same run scored with another judge window (a number-changing parameter) never pools
+    with the others; a speed-only parameter (batch_tokens) does not split the row."""
+    def runs(window, batch_tokens=2048):
+        params = {"judge": "j", "window": window, "stride": 512, "batch_tokens": batch_tokens}
+        return {f"gen_ppl[window={window}]": {"name": "gen_ppl", "params": params, "status": "ok"}}
+
+    root = write(tmp_path,
+                 make_record(per_prompt(lambda i, s: 5.0), seed=0, metric_runs=runs(1024)),
+                 make_record(per_prompt(lambda i, s: 5.0), seed=1, metric_runs=runs(1024, 64)),
+                 make_record(per_prompt(lambda i, s: 9.0), seed=2, metric_runs=runs(64)))
+    rows = by_decoder(table(root))
+    assert set(rows) == {"nucleus-0.95", "nucleus-0.95 (gen_ppl window=64)"}
+    assert rows["nucleus-0.95"].seeds == [0, 1] and rows["nucleus-0.95"].cells["len"].mean == 5.0
+    assert rows["nucleus-0.95 (gen_ppl window=64)"].cells["len"].mean == 9.0
 
 
 def test_cell_mean_and_interval_come_from_per_prompt_means(tmp_path):

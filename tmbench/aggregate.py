@@ -2,8 +2,9 @@
 
 A **row** pools only records whose numbers are comparable (DESIGN section 6): the same suite
 name and version, prompt set (hash, n, samples per prompt), max_new_tokens, model identity (name
-and content hash), decoder (name, label, resolved params), dtype, device type and batch size
-(these can change tokens; not for the human row), and judges of the same identity. Seeds of one
+and content hash), decoder (name, label, resolved params), the resolved parameters of every
+metric, dtype, device type and batch size (these can change tokens; not for the human row), and
+judges of the same identity. Seeds of one
 configuration pool into one row. Records that differ in anything else become separate rows whose
 label names the difference (``nucleus-0.95 (n=4)``), never a silent average. Cells are computed
 by :mod:`tmbench.cells`; tables are rendered by :mod:`tmbench.render`.
@@ -77,10 +78,23 @@ def config_of(rec: dict) -> dict[str, Any]:
            "max_new_tokens": sp.get("max_new_tokens"),
            "model": sp["model"]["name"], "model_hash": sp["model"].get("content_hash"),
            "decoder": sp["decoder"]["name"], "label": sp["decoder"]["label"],
-           "params": canonical(sp["decoder"].get("params", {}))}
+           "params": canonical(sp["decoder"].get("params", {})),
+           "metrics": metric_params(rec)}
     if not is_human(rec):  # how the reference text would have been generated does not matter
         cfg |= {"dtype": sp.get("dtype"), "device": sp.get("device_type"), "batch_size": sp.get("batch_size")}
     return cfg
+
+
+# Metric parameters that change how fast a number is computed, never the number itself.
+SPEED_ONLY = frozenset({"batch_tokens"})
+
+
+def metric_params(rec: dict) -> str:
+    """The resolved parameters each metric of the record was computed with, by metric name
+    (canonical JSON): records scored with other parameters never pool into one cell."""
+    runs = rec.get("metric_runs") or {}
+    return canonical({v["name"]: {k: p for k, p in (v.get("params") or {}).items()
+                                  if k not in SPEED_ONLY} for v in runs.values()})
 
 
 def judge_ids(rec: dict) -> dict[str, tuple]:
@@ -171,6 +185,15 @@ def _differences(r: Row, base: Row, skip_batch: bool) -> list[str]:
             mine, theirs = json.loads(v or "{}"), json.loads(b or "{}")
             out += [f"judge {k}={str(mine[k][0])[:8]}" for k in sorted(mine)
                     if k in theirs and theirs[k] != mine[k]]
+        elif f == "metrics":
+            mine, theirs = json.loads(v or "{}"), json.loads(b or "{}")
+            for name in sorted(set(mine) | set(theirs)):
+                if name not in mine or name not in theirs:
+                    out.append(f"{'without' if name not in mine else 'with'} {name}")
+                    continue
+                keys = sorted(set(mine[name]) | set(theirs[name]))
+                out += [f"{name} {k}={mine[name].get(k)}" for k in keys
+                        if mine[name].get(k) != theirs[name].get(k)]
         elif f == "batch_size":
             out.append(f"b{v}")
         elif f == "runs":
