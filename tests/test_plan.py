@@ -100,6 +100,16 @@ def test_metric_param_typo_and_range_fail_at_plan_time(tmp_path):
     assert not records(tmp_path / "res")
 
 
+def test_unknown_judge_or_featurizer_fails_at_plan_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for line in ["  - {name: gen_ppl, params: {judge: no-such-judge-xyz}}",
+                 "  - {name: coherence, params: {defs: [embed-cos], featurizer: no-such-model-xyz}}"]:
+        s = make(tmp_path, metrics=[line])
+        with pytest.raises(ValueError, match="no-such-"):
+            run(s, tmp_path / "res")
+        assert not records(tmp_path / "res")
+
+
 def test_cli_plan_error_is_one_line_exit_2(tmp_path, capsys):
     from tmbench.cli import main
 

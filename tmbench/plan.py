@@ -205,10 +205,14 @@ class _Stop(Exception):
 
 def dry_run_metric(fn: Callable, params: dict[str, Any], name: str) -> None:
     """Call the metric on two tiny samples with no generator model and a ``load_model`` that
-    stops the call: parameter checks at the top of a metric run now, judges are not loaded."""
+    stops the call: parameter checks at the top of a metric run now; a judge or featurizer name
+    is checked as a model spec (registered, or a hub name / local folder) but not loaded."""
+    from tmbench.models.specs import validate_model_spec
+    from tmbench.registry import MODELS
     from tmbench.types import MetricContext, Sample
 
-    def stop(_name):
+    def stop(model_name):
+        validate_model_spec(model_name if model_name in MODELS else f"hf:{model_name}")
         raise _Stop
 
     samples = [Sample(i, 0, "a b c", [1, 2, 3], "d e f g", [4, 5, 6, 7], "h i j") for i in range(2)]

@@ -12,8 +12,10 @@
   ``meta["self_judged"]``).
 
 Both per sample; higher is better (but degenerate repetition also scores a high judge
-log-probability, so read it next to a diversity figure). A definition whose model is missing
-is skipped with a note; the metric fails only when every requested definition fails.
+log-probability, so read it next to a diversity figure). A definition that fails fails the
+metric (an ImportError, a featurizer or judge package not installed, makes the runner skip the
+metric and a later run complete it), so a record never counts as complete with a definition
+silently missing.
 """
 
 from __future__ import annotations
@@ -41,18 +43,11 @@ def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
     if not samples:
         return {}
     out: dict[str, Score] = {}
-    errors = []
     for d in defs:
-        try:
-            if d == "embed-cos":
-                out.update(_embed_cos(samples, ctx, featurizer, max_text_length))
-            else:
-                out.update(_judge_logprob(samples, ctx, judge, window, stride, batch_tokens))
-        except (ImportError, ValueError) as e:
-            errors.append(e)
-            ctx.notes.append(f"coherence def={d} skipped: {e}")
-    if errors and not out:
-        raise errors[0]
+        if d == "embed-cos":
+            out.update(_embed_cos(samples, ctx, featurizer, max_text_length))
+        else:
+            out.update(_judge_logprob(samples, ctx, judge, window, stride, batch_tokens))
     return out
 
 

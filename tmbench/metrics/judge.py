@@ -44,7 +44,7 @@ def judge_from_ctx(ctx: MetricContext, name: str) -> Any:
     not cached across runs, so register big hub judges with ``tmbench.registry.register_model``)."""
     from tmbench.registry import MODELS
 
-    if name in MODELS:
+    if name in MODELS or ctx.decode_info.get("dry_run"):  # the plan's dry run checks the name
         return ctx.load_model(name)
     from tmbench.models.hf import load_hf
 

