@@ -11,6 +11,8 @@ folder (config.json, model.safetensors, tokenizer files) that lm-eval's ``hf`` m
   (in, out), so linear weights are transposed.
 - A native AR model over a transformers backbone: that architecture, its input embedding and
   tied head set to the model's embedding matrix.
+  LoRA deltas (``ar-smollm2``, ``path:<delta folder>``) load with the adapters merged into
+  the base weights and unwrapped, so they export the same way.
 - ``hf:``/``gguf:`` models (and registered transformers models): ``save_pretrained``.
 - Token Maturation models have no transformers counterpart; evaluate them with
   ``tmbench lm-eval`` instead.
@@ -129,9 +131,14 @@ def _native_hf(model: Any):
     emb = body.get_input_embeddings().weight
     state = {k: v for k, v in body.state_dict().items()
              if not (v.shape == emb.shape and v.data_ptr() == emb.data_ptr())}  # replaced below
-    _, unexpected = lm.base_model.load_state_dict(state, strict=False)
-    assert not unexpected, unexpected
-    lm.get_input_embeddings().weight.data.copy_(model.wte.detach().float())
+    missing, unexpected = lm.base_model.load_state_dict(state, strict=False)
+    new_emb = lm.get_input_embeddings().weight
+    missing = [k for k, p in lm.base_model.named_parameters() if k in missing and p is not new_emb]
+    if unexpected or missing:  # e.g. adapter wrappers (base_layer, lora_A) left in the backbone
+        raise ValueError(f"cannot export {model.name!r} as {type(lm).__name__}: its backbone "
+                         f"has weights the architecture lacks {unexpected[:4]} or lacks "
+                         f"{missing[:4]}; merge adapters into the base weights first")
+    new_emb.data.copy_(model.wte.detach().float())
     lm.tie_weights()
     return lm
 

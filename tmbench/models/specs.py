@@ -5,16 +5,18 @@ Accepted forms (string on the command line, dict in a suite)::
     smollm2-135m                       a registered name (tmbench.registry.MODELS)
     hf:<hub name or local folder>      any transformers causal LM
     gguf:<file.gguf>                   a GGUF file, de-quantised by transformers
-    path:<folder> or a bare folder     a folder written by `tmbench train` (AR or TM)
+    path:<folder> or a bare folder     a folder written by `tmbench train` (AR or TM): a whole
+                                       model, or a LoRA delta over its base (smollm2-tm/-ar)
     {name: hf, params: {pretrained: <hub name or folder>, dtype: bfloat16,
                         revision: main, trust_remote_code: false}}
 
 Options may also follow a string in brackets, as in metric keys:
 ``hf:org/model[revision=abc,dtype=bfloat16]``; that is also the canonical string of a spec
 (options sorted). ``validate_model_spec`` is the cheap plan-time check (files exist, options
-known and typed, the hub reachable for hub names); ``load_model_spec`` loads the model. A loaded
-model's ``identity()`` names the canonical spec string and the sha256 of the weight files it
-actually read (registered models keep their own identity).
+known and typed, the hub reachable for hub names, a delta's base present with its recorded
+sha256); ``load_model_spec`` loads the model. A loaded model's ``identity()`` names the canonical
+spec string and the sha256 of the weight files it actually read (for a delta: base sha256 +
+delta sha256, as the shipped deltas; registered models keep their own identity).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ KINDS = ("registered", "hf", "gguf", "path")
 PREFIXES = ("hf", "gguf", "path")
 TARGET_KEY = {"hf": "pretrained", "gguf": "file", "path": "path"}  # dict form: params[key]
 DTYPES = ("float32", "float16", "bfloat16")
+FOLDER_FORMATS = ("tmbench-model", "tmbench-delta")  # config.json "format" of `tmbench train`
 OPTIONS: dict[str, dict[str, type]] = {
     "registered": {"dtype": str},
     "hf": {"dtype": str, "revision": str, "trust_remote_code": bool, "allow_pickle": bool},
@@ -38,7 +41,8 @@ OPTIONS: dict[str, dict[str, type]] = {
     "path": {"dtype": str},
 }
 FORMS = ("a registered model name (see `tmbench list`), hf:<hub name or local folder>, "
-         "gguf:<file.gguf>, path:<folder written by `tmbench train`> (or the bare folder), "
+         "gguf:<file.gguf>, path:<folder written by `tmbench train`, model or delta> (or the "
+         "bare folder), "
          "or in a suite {name: hf, params: {pretrained: ..., dtype: ..., revision: ..., "
          "trust_remote_code: ...}}")
 HUB_TIMEOUT_S = 5.0
@@ -141,7 +145,7 @@ def _kind_of_path(path: Path) -> str:
             data = json.loads(cfg.read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"{cfg} is not readable JSON ({e})") from None
-        if data.get("format") == "tmbench-model":
+        if data.get("format") in FOLDER_FORMATS:
             return "path"
         if "model_type" in data or "architectures" in data:
             return "hf"
@@ -201,21 +205,36 @@ def _check_tmbench_folder(path: Path, label: str) -> None:
         raise ValueError(f"model {label}: folder {path} does not exist; pass a folder written by "
                          "`tmbench train` (e.g. <out>/final)")
     cfg = _read_json(path / "config.json", label) if (path / "config.json").exists() else {}
-    if cfg.get("format") != "tmbench-model" and (path / "final" / "config.json").exists():
+    if cfg.get("format") not in FOLDER_FORMATS and (path / "final" / "config.json").exists():
         raise ValueError(f"model {label}: {path} is a training run folder; pass its model "
                          f"folder {path / 'final'} (or {path / 'ckpt' / 'model'})")
     if not cfg:
         raise ValueError(f"model {label}: {path} has no config.json; accepted: a folder written "
                          "by `tmbench train` (e.g. <out>/final)")
+    if cfg.get("format") == "tmbench-delta":
+        _check_delta_folder(path, label)
+        return
     if cfg.get("format") != "tmbench-model":
         hint = " (a transformers folder: use hf:<folder>)" if "model_type" in cfg else ""
         raise ValueError(f"model {label}: {path / 'config.json'} is not a tmbench model config"
-                         f"{hint}; accepted: a folder written by `tmbench train`")
+                         f"{hint}; accepted: a folder written by `tmbench train` (config.json "
+                         f"format {' or '.join(FOLDER_FORMATS)})")
     if cfg.get("kind") not in ("ar", "tm"):
         raise ValueError(f"model {label}: kind {cfg.get('kind')!r} in {path / 'config.json'}; "
                          "accepted: ar, tm")
     if not (path / "model.safetensors").exists():
         raise ValueError(f"model {label}: {path} lacks model.safetensors")
+
+
+def _check_delta_folder(path: Path, label: str) -> None:
+    """A LoRA delta (``tmbench train`` with an adapter): config, delta sha256, and its base
+    present with the recorded sha256; hashes files, builds no model."""
+    from tmbench.models.delta import check_delta
+
+    try:
+        check_delta(path)
+    except ValueError as e:
+        raise ValueError(f"model {label}: {e}") from None
 
 
 def _check_gguf(path: Path, label: str) -> None:
@@ -335,13 +354,23 @@ def load_model_spec(spec: "str | dict | ModelSpec", device: str = "cpu", dtype: 
     if ms.kind == "registered":
         return MODELS.get(ms.target)(device=device, dtype=dtype)
     if ms.kind == "path":
-        from tmbench.models.shipped import load_model_dir
-
-        # its identity: name = the spec string, content_hash = sha256 of model.safetensors
-        return load_model_dir(Path(ms.target).expanduser(), device, dtype, name=str(ms))
+        return _load_path(ms, device, dtype)
     if ms.kind == "gguf":
         return _load_gguf(ms, device, dtype)
     return _load_hf(ms, device, dtype)
+
+
+def _load_path(ms: ModelSpec, device: str, dtype: str):
+    """A `tmbench train` folder; identity: name = the spec string, content_hash = sha256 of
+    model.safetensors, or for a delta base sha256[:8] + delta sha256[:8] (both checked)."""
+    folder = Path(ms.target).expanduser()
+    if _read_json(folder / "config.json", str(ms)).get("format") == "tmbench-delta":
+        from tmbench.models.delta import load_delta
+
+        return load_delta(folder, device, dtype, name=str(ms))
+    from tmbench.models.shipped import load_model_dir
+
+    return load_model_dir(folder, device, dtype, name=str(ms))
 
 
 def _load_hf(ms: ModelSpec, device: str, dtype: str):
