@@ -245,3 +245,64 @@ def test_every_builtin_decoder_dry_runs_with_its_defaults():
         dry_run(fn, params, name)
     with pytest.raises(ValueError, match="decoder 'tm': alpha_max must be a number in"):
         dry_run(DECODERS.get("maturation"), {"alpha_max": 1.7}, "tm")
+
+
+def test_dry_run_lists_checked_runs_and_writes_nothing(tmp_path, capsys):
+    from tmbench.cli import main
+
+    s = make(tmp_path)
+    args = ["run", "--suite", s.path, "--out", str(tmp_path / "res"), "--no-progress", "--dry-run"]
+    CALLS["gen"] = 0
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) planned and checked, 2 to generate" in out and "plain-b1" in out
+    assert CALLS["gen"] == 0 and not (tmp_path / "res").exists()
+    run(s, tmp_path / "res", decoders=["plain"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 to generate" in out and "stored" in out
+    bad = make(tmp_path, decoders=["  - {name: nucleus, label: bad, params: {p: 1.7}}"], name="b.yaml")
+    assert main(["run", "--suite", bad.path, "--out", str(tmp_path / "r2"), "--dry-run"]) == 2
+
+
+def test_unreachable_dataset_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    from tmbench.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = tmp_path / "h.yaml"
+    p.write_text(BASE.format(desc="a", new=4, decoders="  - {name: plan_argmax}",
+                             metrics="  - {name: plan_len}").replace(
+        "{source: bbc, split: test,", "{source: hf, path: no-such-org/no-such-dataset, split: test,"))
+    assert main(["run", "--suite", str(p), "--out", str(tmp_path / "res"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-org/no-such-dataset" in err[0] and "Offline" in err[0]
+    assert not (tmp_path / "res").exists()
+
+
+def test_tm_overflow_is_refused_at_plan_time_like_ar():
+    """One context policy: a TM run whose prompt + new tokens + forwarded tail exceed the
+    context is refused (the tail counts K - 1 slots under readout `next`)."""
+    from helpers import tiny_tm
+    from tmbench.plan import check_context, positions_needed
+
+    tm = tiny_tm()  # 64 positions
+    assert positions_needed(tm, 20, 30, {"tail_len": 16}) == 20 + 30 - 1 + 15
+    check_context(tm, "tiny-tm", "tm", 20, 30, {"tail_len": 16})  # 64 positions: fits
+    with pytest.raises(ValueError, match="needs 65 positions, more than the model's context of 64"):
+        check_context(tm, "tiny-tm", "tm", 20, 30, {"tail_len": 17})
+
+
+@pytest.mark.slow
+def test_full_suite_plans_on_every_model_it_names(monkeypatch):
+    """tasks/full.yaml (256 new tokens) fits every model it names; its WikiText prompts need the
+    hub, so BBC test documents stand in for them here."""
+    import tmbench.data.prompts as prompts_mod
+    from tmbench.data.bbc import load_bbc
+    from tmbench.models.specs import load_model_spec
+    from tmbench.plan import plan_suite
+
+    monkeypatch.setattr(prompts_mod, "load_documents",
+                        lambda spec: [(a.id, a.text) for a in load_bbc("test")])
+    suite = load_suite("full")
+    plan = plan_suite(suite, load_model_spec, limit=64, log=lambda *a: None)
+    assert {p.model for p in plan.runs} == set(suite.models)

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=_positive, help="use only the first N prompts")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    r.add_argument("--dry-run", action="store_true",
+                   help="plan and check every run (models load, parameters, context), list "
+                        "them, and stop: nothing is generated or written")
     r.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT}/)")
     r.add_argument("--threads", type=_positive, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
@@ -137,6 +140,19 @@ def cmd_run(args) -> int:
     log = (lambda *a: print(*a, file=sys.stderr)) if rank == 0 else (lambda *a: None)
     runner = Runner(suite, Path(args.out), device=device, dtype=args.dtype, limit=args.limit,
                     progress=not args.no_progress and rank == 0, log=log)
+    if args.dry_run:
+        rows = runner.plan(models=args.model, decoders=args.decoder, seeds=args.seed)
+        if args.json:
+            print(json.dumps({"suite": suite.name, "version": suite.version, "runs": rows}, indent=1))
+        else:
+            print(f"{'model':<28} {'decoder':<28} {'seed':>4} {'batch':>5}  status")
+            for r in rows:
+                print(f"{r['model'][:28]:<28} {r['decoder'][:28]:<28} {r['seed']:>4} "
+                      f"{r['batch_size'] or '':>5}  {r['status']}")
+            todo = sum(r["status"] == "to generate" for r in rows)
+            print(f"suite {suite.name} v{suite.version}: {len(rows)} run(s) planned and checked, "
+                  f"{todo} to generate; dry run: nothing generated or written")
+        return 0
     summary = runner.run(models=args.model, decoders=args.decoder, seeds=args.seed)
     if rank != 0:
         return 0

@@ -70,13 +70,8 @@ def run_suite(session: Session, models: list[str] | None = None,
     """Plan the whole selection, then run each planned run (and the human row)."""
     from tqdm.auto import tqdm
 
-    asked_human = HUMAN in (models or [])
-    human = session.suite.human_row and (asked_human or not decoders and not models)
+    plan, human = plan_selection(session, models, decoders, seeds)
     human = human and dist_info()[0] == 0
-    models = [m for m in models or [] if m != HUMAN] or None
-    plan = plan_suite(session.suite, session.load_model, models=models, decoders=decoders,
-                      seeds=seeds, limit=session.limit, runs=not (asked_human and models is None),
-                      log=session.log)
     summary = Summary()
     # one bar for the whole suite (runs done / total, generated tokens/s, ETA) besides the
     # per-run bar of batches
@@ -88,12 +83,29 @@ def run_suite(session: Session, models: list[str] | None = None,
         run_human(session, plan, summary)
         bar.update(1)
     for run in plan.runs:
+        n = len(summary.rows)  # a run adds one row (none on ranks > 0 under torchrun)
         run_one(session, run, plan, summary)
-        tokens += summary.rows[-1]["tokens"] if summary.rows else 0
-        bar.set_postfix(tok_s=f"{tokens / max(1e-9, time.perf_counter() - t0):.0f}")
+        tokens += sum(r["tokens"] for r in summary.rows[n:])
+        rate = tokens / max(1e-9, time.perf_counter() - t0)
+        # drawn by the update, so the count and the rate on screen are of the same moment
+        bar.set_postfix(tok_s=f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}", refresh=False)
         bar.update(1)
     bar.close()
     return summary
+
+
+def plan_selection(session: Session, models: list[str] | None = None,
+                   decoders: list[str] | None = None,
+                   seeds: list[int] | None = None) -> tuple[SuitePlan, bool]:
+    """The checked plan of a ``tmbench run`` selection, and whether it includes the human row
+    (``tmbench run --dry-run`` stops here: nothing is generated or written)."""
+    asked_human = HUMAN in (models or [])
+    human = session.suite.human_row and (asked_human or not decoders and not models)
+    models = [m for m in models or [] if m != HUMAN] or None
+    plan = plan_suite(session.suite, session.load_model, models=models, decoders=decoders,
+                      seeds=seeds, limit=session.limit, runs=not (asked_human and models is None),
+                      log=session.log)
+    return plan, human
 
 
 def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -> None:
@@ -108,6 +120,8 @@ def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -
     if world > 1:  # every rank generates its shard; rank 0 scores and writes
         if broadcast(existing(session, folder) is not None if rank == 0 else None):
             summary.skipped.append(folder)
+            if rank == 0:
+                summary.add(*row, "complete", None)
             return
         gen = sharded(resumable(generate))(session, job)
         if gen is not None:
@@ -183,13 +197,16 @@ def run_human(session: Session, plan: SuitePlan, summary: Summary) -> None:
     spec = run_spec(session, {"name": HUMAN, "kind": HUMAN}, None, plan.prompts)
     key = run_key(key_part(spec))
     folder = run_dir(session.out, session.suite.name, session.suite.version, key)
+    row = (HUMAN, "reference", 0)
     with RunLock(folder) as lock:
         if not lock.acquire():
             summary.busy.append(str(folder))
+            summary.add(*row, "busy", None)
             return
         rec = existing(session, folder)
         if rec is not None:
-            bring_up_to_date(session, rec, folder, None, plan.metrics, summary, HUMAN)
+            rec, status = bring_up_to_date(session, rec, folder, None, plan.metrics, summary, HUMAN)
+            summary.add(*row, status, rec)
             return
         tok = None
         if session.suite.dataset.get("tokenizer"):
@@ -199,9 +216,10 @@ def run_human(session: Session, plan: SuitePlan, summary: Summary) -> None:
                    for p in plan.prompts]
         gen = Generated(samples, [], [], {})
         scored = score(session, samples, None, {"human": True}, plan.metrics, HUMAN)
-        write_record(folder / "record.json",
-                     build_record(session, spec, key, gen, scored, {"human": True}))
+        rec = build_record(session, spec, key, gen, scored, {"human": True})
+        write_record(folder / "record.json", rec)
     summary.done.append(folder)
+    summary.add(*row, "written", rec)
 
 
 class Runner:
@@ -216,3 +234,19 @@ class Runner:
 
     def run(self, models=None, decoders=None, seeds=None) -> Summary:
         return run_suite(self.session, models, decoders, seeds)
+
+    def plan(self, models=None, decoders=None, seeds=None) -> list[dict[str, Any]]:
+        """What ``run`` would do, every check made, nothing generated or written: one row per
+        run (model, decoder label, seed, batch size, run key, stored or to generate)."""
+        s = self.session
+        plan, human = plan_selection(s, models, decoders, seeds)
+        rows = [{"model": HUMAN, "decoder": "reference", "seed": 0, "batch_size": None,
+                 "key": None, "status": "human row"}] if human else []
+        for run in plan.runs:
+            model = s.load_model(run.model)
+            key = run_key(key_part(run_spec(s, model.identity(), run, plan.prompts)))
+            stored = (run_dir(s.out, s.suite.name, s.suite.version, key) / "record.json").exists()
+            rows.append({"model": run.model, "decoder": run.decoder.label, "seed": run.seed,
+                         "batch_size": run.batch_size, "key": key,
+                         "status": "stored" if stored else "to generate"})
+        return rows

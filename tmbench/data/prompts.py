@@ -135,7 +135,14 @@ def _load_hf(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """Hub or local datasets through `datasets` (e.g. WikiText-103 when online)."""
     import datasets
 
-    ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "test"))
+    try:
+        ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "test"))
+    except (OSError, ConnectionError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"dataset {spec['path']!r} could not be loaded ({type(e).__name__}: "
+                         f"{first[:200]}); a hub dataset needs network access. Offline, point the "
+                         "suite at a local copy: {source: hf, path: <folder saved with "
+                         "save_to_disk or a data file>} or {source: file, path: <.jsonl or .txt>}") from None
     field = spec.get("text_field", "text")
     docs = [(f"{spec['path']}:{i}", row[field]) for i, row in enumerate(ds)]
     if spec.get("join_lines"):  # WikiText stores one line per row; articles start at " = X = "
