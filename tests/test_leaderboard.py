@@ -20,7 +20,7 @@ def score(value, per_sample=None, meta=None, hib=None, metric="test"):
 
 def make_record(metrics, *, model="m1", weights="w1", decoder="nucleus", label="nucleus-0.95",
                 params=None, defaults=None, seed=0, n=4, max_new_tokens=8, batch_size=4,
-                order=None, judges=None, metric_runs=None):
+                order=None, judges=None, metric_runs=None, dtype="float32"):
     """A minimal record; ``metrics(order, seed)`` gives its scores for samples in ``order``."""
     order = list(range(n)) if order is None else order
     decoder_spec = {"name": decoder, "label": label, "params": params or {"p": 0.95}}
@@ -29,7 +29,7 @@ def make_record(metrics, *, model="m1", weights="w1", decoder="nucleus", label="
     spec = {"suite": {"name": "t", "version": 1}, "prompts": {"hash": f"set{n}", "n": n, "samples_per_prompt": 1},
             "model": {"name": model, "kind": "ar", "content_hash": weights}, "decoder": decoder_spec,
             "seed": seed, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-            "dtype": "float32", "device_type": "cpu"}
+            "dtype": dtype, "device_type": "cpu"}
     samples = [{"prompt_index": i, "seed": seed, "prompt_text": f"prompt {i}", "prompt_ids": [],
                 "text": f"text {i}", "token_ids": [], "reference_text": f"ref {i}", "info": {}} for i in order]
     return {"spec": spec, "metrics": metrics(order, seed), "samples": samples,
@@ -95,6 +95,17 @@ def test_records_scored_with_other_metric_params_are_a_separate_row(tmp_path):
     assert set(rows) == {"nucleus-0.95", "nucleus-0.95 (gen_ppl window=64)"}
     assert rows["nucleus-0.95"].seeds == [0, 1] and rows["nucleus-0.95"].cells["len"].mean == 5.0
     assert rows["nucleus-0.95 (gen_ppl window=64)"].cells["len"].mean == 9.0
+
+
+def test_a_row_in_another_dtype_says_so_and_judge_dtype_splits(tmp_path):
+    ones = per_prompt(lambda i, s: 1.0)
+    bf16_judge = {"j": {"name": "j", "content_hash": "jh", "dtype": "bfloat16"}}
+    root = write(tmp_path, make_record(ones, seed=0), make_record(ones, seed=1, judges=bf16_judge),
+                 make_record(ones, label="greedy", decoder="greedy", params={}),
+                 make_record(ones, label="best-of-4", decoder="best_of_n", params={"n": 4},
+                             dtype="bfloat16"))
+    assert set(by_decoder(table(root))) == {"nucleus-0.95", "nucleus-0.95 (judge j dtype=bfloat16)", "greedy",
+                                            "best-of-4 (dtype=bfloat16)"}
 
 
 def test_cell_mean_and_interval_come_from_per_prompt_means(tmp_path):

@@ -260,3 +260,26 @@ def test_judge_loading_is_not_counted_as_scoring(tmp_path):
     runs = recs[0]["metric_runs"].values()
     assert recs[0]["timings"]["load_s"] == sum(m["load_s"] for m in runs)
     assert recs[0]["timings"]["scoring_s"] == sum(m["scoring_s"] for m in runs)
+
+
+def test_judges_score_in_float32_whatever_the_generation_dtype(tmp_path):
+    """A bfloat16 run is generated in bfloat16 but judged by the float32 judge, so its judge
+    scores compare with every other row's (a bfloat16 judge is a model of its own name)."""
+    p = tmp_path / "j.yaml"
+    p.write_text("""name: jd
+version: 1
+dataset: {source: bbc, split: test, n_prompts: 2, prompt_len: 6, reference_len: 12}
+max_new_tokens: 3
+batch_size: 2
+seeds: [0]
+models: [toy-random]
+human_row: false
+decoders: [{name: test_argmax}]
+metrics: [{name: gen_ppl, params: {judge: toy-random}}]
+""")
+    Runner(load_suite(str(p)), tmp_path / "res", dtype="bfloat16", progress=False,
+           log=lambda *a: None).run()
+    (rec_path,) = (tmp_path / "res").glob("*/v*/*/record.json")
+    rec = read_record(rec_path)
+    assert rec["spec"]["dtype"] == "bfloat16"
+    assert rec["judges"]["toy-random"]["dtype"] == "float32"

@@ -13,7 +13,7 @@ by :mod:`tmbench.cells`; tables are rendered by :mod:`tmbench.render`.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +98,8 @@ def metric_params(rec: dict) -> str:
 
 
 def judge_ids(rec: dict) -> dict[str, tuple]:
-    return {name: (j.get("content_hash"), j.get("version")) if isinstance(j, dict) else (str(j), None)
+    return {name: (j.get("content_hash"), j.get("version"), j.get("dtype", "float32"))
+            if isinstance(j, dict) else (str(j), None, None)
             for name, j in rec.get("judges", {}).items()}
 
 
@@ -162,10 +163,17 @@ def label_differences(rows: list[Row], always_batch: bool = False) -> None:
     by_name: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
         by_name[(r.model, r.decoder)].append(r)
+    # a row run in another dtype or on another device than most rows of the table says so
+    usual = {f: Counter(r.config.get(f) for r in rows if f in r.config).most_common(1)
+             for f in ("dtype", "device")}
     for (_, label), group in by_name.items():
         base = max(group, key=lambda r: (len(r.records), r.n_prompts, r.key))
         for r in group:
             parts = [] if r is base else _differences(r, base, skip_batch=always_batch)
+            for f, common in usual.items():
+                v = r.config.get(f)
+                if common and f in r.config and v != common[0][0] and f"{f}={v}" not in parts:
+                    parts.append(f"{f}={v}")
             name = f"{label} b{r.batch_size}" if always_batch and not is_human(r.records[0]) else label
             r.decoder = f"{name} ({', '.join(parts)})" if parts else name
 
@@ -183,8 +191,11 @@ def _differences(r: Row, base: Row, skip_batch: bool) -> list[str]:
             out += [f"{k}={r.params.get(k)}" for k in keys if r.params.get(k) != base.params.get(k)]
         elif f == "judges":
             mine, theirs = json.loads(v or "{}"), json.loads(b or "{}")
-            out += [f"judge {k}={str(mine[k][0])[:8]}" for k in sorted(mine)
-                    if k in theirs and theirs[k] != mine[k]]
+            for k in sorted(mine):
+                if k in theirs and theirs[k] != mine[k]:
+                    a, t = list(mine[k]) + [None] * 3, list(theirs[k]) + [None] * 3
+                    out.append(f"judge {k}={str(a[0])[:8]}" if a[0] != t[0] else
+                               f"judge {k} dtype={a[2]}" if a[2] != t[2] else f"judge {k} v{a[1]}")
         elif f == "metrics":
             mine, theirs = json.loads(v or "{}"), json.loads(b or "{}")
             for name in sorted(set(mine) | set(theirs)):

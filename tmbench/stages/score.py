@@ -40,7 +40,7 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
     out = Scored({}, {}, [], {})
 
     def load(name: str) -> Any:
-        m = session.load_model(name)
+        m = session.load_model(name, judge=True)
         out.judges[name] = m.identity() if hasattr(m, "identity") else {"name": name}
         return m
 

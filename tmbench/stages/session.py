@@ -53,10 +53,15 @@ class Session:
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
 
-    def load_model(self, name: str) -> Any:
-        if name not in self.models:
-            self.log(f"loading model {name} ...")
+    def load_model(self, name: str, *, judge: bool = False) -> Any:
+        """A generator in the run's dtype; a judge or featurizer (``judge=True``) in float32
+        whatever the run's dtype, so a judge's scores never depend on how the samples were
+        generated (a bfloat16 judge is a model of its own name, e.g. ``gemma3-270m-bf16``)."""
+        dtype = "float32" if judge else self.dtype
+        key = name if dtype == self.dtype else f"{name} ({dtype})"
+        if key not in self.models:
+            self.log(f"loading model {key} ...")
             t0 = time.perf_counter()
-            self.models[name] = load_model_spec(name, device=self.device, dtype=self.dtype)
+            self.models[key] = load_model_spec(name, device=self.device, dtype=dtype)
             self.load_s += time.perf_counter() - t0
-        return self.models[name]
+        return self.models[key]
