@@ -93,7 +93,9 @@ def paper_table(root: Path, suite: str, models: tuple[str, ...], decoders: tuple
              "| model | decoder | n | seeds | " + " | ".join(h for h, _ in cols) + " |",
              "|---|---|---|---|" + "---|" * len(cols)]
     order = [r for r in t.rows if r.model == "human"]
-    order += [r for m in models for d in decoders for r in t.rows if r.model == m and r.decoder == d]
+    # by the suite's label; the row shows its full label, e.g. with "(dtype=bfloat16)"
+    order += [r for m in models for d in decoders for r in t.rows
+              if r.model == m and r.config.get("label", r.decoder) == d]
     for r in order:
         cells = []
         for head, key in cols:
