@@ -296,6 +296,8 @@ def test_tm_overflow_is_refused_at_plan_time_like_ar():
 def test_full_suite_plans_on_every_model_it_names(monkeypatch):
     """tasks/full.yaml (256 new tokens) fits every model it names; its WikiText prompts need the
     hub, so BBC test documents stand in for them here."""
+    import functools
+
     import tmbench.data.prompts as prompts_mod
     from tmbench.data.bbc import load_bbc
     from tmbench.models.specs import load_model_spec
@@ -304,5 +306,5 @@ def test_full_suite_plans_on_every_model_it_names(monkeypatch):
     monkeypatch.setattr(prompts_mod, "load_documents",
                         lambda spec: [(a.id, a.text) for a in load_bbc("test")])
     suite = load_suite("full")
-    plan = plan_suite(suite, load_model_spec, limit=64, log=lambda *a: None)
+    plan = plan_suite(suite, functools.cache(load_model_spec), limit=64, log=lambda *a: None)
     assert {p.model for p in plan.runs} == set(suite.models)
