@@ -333,3 +333,17 @@ def test_default_suite_plans_every_baseline_for_a_model_it_does_not_list(tmp_pat
     with pytest.raises(ValueError, match="nothing to run"):
         plan_suite(suite, load_model_spec, models=[spec], decoders=["tm-a0.9"], log=said.append)
     assert "maturation" in DECODERS.names()
+
+
+@pytest.mark.slow
+def test_default_suite_runs_on_an_hf_folder_through_the_cli(tmp_path):
+    """README: ``tmbench run --suite default --model hf:<folder>``, offline, every metric of the
+    default suite (the Gemma judge and MiniLM featurizer included), on two prompts."""
+    folder = write_tiny_llama(tmp_path / "llama", positions=512)
+    r = run_tmbench(["run", "--suite", "default", "--model", f"hf:{folder}", "--decoder", "greedy",
+                     "--limit", "2", "--out", "res", "--no-progress"], cwd=tmp_path, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (rec,) = (tmp_path / "res").rglob("record.json")
+    got = json.loads(rec.read_text())
+    assert got["spec"]["model"]["name"] == f"hf:{folder}"
+    assert any(k.startswith("gen_ppl[agg=pooled,judge=gemma3-270m]") for k in got["metrics"])
