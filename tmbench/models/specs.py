@@ -317,8 +317,8 @@ def _cached_on_disk(repo: str, revision: str | None) -> bool:
 
 def _check_hub(ms: ModelSpec) -> None:
     repo, rev = ms.target, ms.params.get("revision")
-    local = (f"pass a local folder instead: hf:/path/to/model (config.json, *.safetensors and "
-             f"tokenizer files, e.g. from save_pretrained or `tmbench export`)")
+    local = ("pass a local folder instead: hf:/path/to/model (config.json, *.safetensors and "
+             "tokenizer files, e.g. from save_pretrained or `tmbench export`)")
     if hub_offline():
         if _cached_on_disk(repo, rev):
             return
