@@ -65,6 +65,63 @@ def test_batch_equals_one_by_one(model, guidance):
         assert one.info["agree_front_argmax"][0] == batch.info["agree_front_argmax"][i]
 
 
+def _two_pass_update(model, st, guidance, sigma_dyn, step):
+    """Guidance as two forwards: the full-mask pass, then the tail-only pass over the same
+    cache (the way the decoder ran before both passes shared one batch)."""
+    win, S = st.win, st.win.key_real.shape[1]
+    z_c, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real, win.positions,
+                                 win.cache)
+    model.crop_cache(cache, S)
+    z_u, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real, win.positions,
+                                 cache, tail_only=True)
+    z_hat = z_u + guidance * (z_c - z_u)
+    st.tail = st.tail + st.eta * (z_hat - st.tail)
+    return z_hat, cache
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.5, 3.0])
+def test_guidance_in_one_batch_equals_two_passes(model, guidance, monkeypatch):
+    """Both passes of classifier-free guidance in one forward of 2B rows (rows B.. under the
+    tail-only mask, each with its own copy of the KV cache) give what two forwards give."""
+    from tmbench.tm import decode
+
+    kw = dict(max_new_tokens=12, tail_len=4, guidance=guidance)
+    one = maturation(model, PROMPTS, generator=gen(7), trace=True, **kw)
+    init = decode.init_state
+    monkeypatch.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
+    monkeypatch.setattr(decode, "update", _two_pass_update)
+    two = maturation(model, PROMPTS, generator=gen(7), trace=True, **kw)
+    assert one.tokens == two.tokens
+    assert one.info["agree_front_argmax"] == two.info["agree_front_argmax"]
+    for a, b in zip(one.info["trace"], two.info["trace"]):
+        assert torch.allclose(torch.tensor(a["displacement"]), torch.tensor(b["displacement"]), atol=1e-5)
+
+
+def test_guidance_in_one_batch_on_a_transformers_backbone(monkeypatch):
+    """The same through a transformers backbone (its DynamicCache copied per pass)."""
+    from test_tm_model import tm_model
+
+    from tmbench.tm import decode
+
+    m = tm_model("next", backbone="hf", seed=3)
+    kw = dict(max_new_tokens=10, tail_len=4, guidance=2.0)
+    one = maturation(m, PROMPTS, generator=gen(5), **kw)
+    init = decode.init_state
+    monkeypatch.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
+    monkeypatch.setattr(decode, "update", _two_pass_update)
+    assert maturation(m, PROMPTS, generator=gen(5), **kw).tokens == one.tokens
+
+
+def test_guidance_survives_a_context_slide():
+    """Under guidance the window keeps two cache copies; a re-encoding from a later start
+    (context overflow) rebuilds both, and rows still equal their one-by-one decodes."""
+    m = make("next", block_size=16)
+    kw = dict(max_new_tokens=20, tail_len=4, guidance=2.0)
+    batch = maturation(m, PROMPTS, generator=[gen(20 + i) for i in range(3)], **kw)
+    for i, p in enumerate(PROMPTS):
+        assert maturation(m, [p], generator=[gen(20 + i)], **kw).tokens[0] == batch.tokens[i]
+
+
 def test_eos_stops_a_row_and_is_included(model):
     ref = maturation(model, PROMPTS, max_new_tokens=12, generator=gen(3), tail_len=3)
     row = ref.tokens[0]

@@ -121,6 +121,9 @@ class TMModelProtocol(Protocol):
     def crop_cache(self, cache: Any, n: int) -> Any:
         """Keep the first ``n`` positions of ``cache`` (in place); return it."""
 
+    def select_cache(self, cache: Any, index: torch.Tensor) -> Any:
+        """The cache of batch rows ``index`` (a row may repeat; guidance keeps two copies)."""
+
     def alpha_profile(self, K: int, alpha_max: float) -> torch.Tensor:
         """(K,) maturity of tail slots, front (0) to newest (K - 1)."""
 
@@ -131,9 +134,10 @@ class TMModelProtocol(Protocol):
 
     def tail_step(self, pending: torch.Tensor, tail_z: torch.Tensor, alpha: torch.Tensor,
                   key_real: torch.Tensor, positions: torch.Tensor, cache: Any,
-                  tail_only: bool = False) -> tuple[torch.Tensor, Any]:
+                  tail_only: torch.Tensor | bool = False) -> tuple[torch.Tensor, Any]:
         """One maturation forward of the pending token (B,) and the tail (B, K, d) over the
-        cache of S positions (key_real (B, S)); z_hat (B, K, d) and the extended cache."""
+        cache of S positions (key_real (B, S)); z_hat (B, K, d) and the extended cache.
+        ``tail_only`` (bool or (B,)): rows whose tail sees only the tail (unguided pass)."""
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (...,) long: the committed token (nearest embedding)."""

@@ -13,6 +13,8 @@ random draw comes from ``generator``: the K first embryos, then per step the upd
 the sampled commit and the new embryo, in that order.
 
 Guidance (scale s != 1) adds a pass with the tail-only mask: z_hat = z_u + s * (z_c - z_u).
+Both passes run as one forward of 2B rows (rows B..2B-1 under the tail-only mask): the window
+then keeps two copies of every row's KV cache, one per pass, so no cache is copied per step.
 Under ``readout: next`` the front slot's prediction is read at the last committed position,
 which the tail-only mask does not touch, so guidance never changes the front slot's
 prediction there; it acts through the other slots only.
@@ -96,10 +98,14 @@ class _Noise:
 
 
 class _Window:
-    """The committed tokens of every row and the KV cache over all but the last of them."""
+    """The committed tokens of every row and the KV cache over all but the last of them.
 
-    def __init__(self, model, rows: list[list[int]], K: int):
-        self.model, self.K = model, K
+    ``copies`` = 2 under guidance: rows b and B + b of the cache, ``key_real``, ``pending`` and
+    ``positions`` are the same row, forwarded once with the full mask and once with the
+    tail-only mask in one batch."""
+
+    def __init__(self, model, rows: list[list[int]], K: int, copies: int = 1):
+        self.model, self.K, self.copies = model, K, copies
         self.ctx = model.context_length()
         self.stride = max(1, self.ctx // 4)
         self.rows = [list(r) for r in rows]
@@ -113,7 +119,7 @@ class _Window:
         return 0 if over <= 0 else -(-over // self.stride) * self.stride
 
     def rebuild(self) -> None:
-        m, dev = self.model, self.model.device
+        m, dev, c = self.model, self.model.device, self.copies
         prefix = [r[s:-1] for r, s in zip(self.rows, self.starts)]
         B, S = len(prefix), max(len(p) for p in prefix)
         ids = torch.zeros(B, S, dtype=torch.long)
@@ -122,24 +128,27 @@ class _Window:
             if p:
                 ids[b, S - len(p):] = torch.tensor(p)
                 real[b, S - len(p):] = 1
-        ids, self.key_real = ids.to(dev), real.to(dev)
-        pos = (self.key_real.cumsum(-1) - 1).clamp(min=0)
-        self.cache = m.prefill(ids, self.key_real, pos) if S else m.new_cache()
-        self.pending = torch.tensor([r[-1] for r in self.rows], device=dev)
-        self.positions = torch.tensor([len(p) for p in prefix], device=dev)
+        ids, real = ids.to(dev), real.to(dev)
+        pos = (real.cumsum(-1) - 1).clamp(min=0)
+        self.cache = m.prefill(ids, real, pos) if S else m.new_cache()
+        if c > 1 and S:  # one prefill, then a copy of each row's cache per pass
+            self.cache = m.select_cache(self.cache, torch.arange(B, device=dev).repeat(c))
+        self.key_real = real.repeat(c, 1)  # (c * B, S)
+        self.pending = torch.tensor([r[-1] for r in self.rows], device=dev).repeat(c)
+        self.positions = torch.tensor([len(p) for p in prefix], device=dev).repeat(c)
 
     def keep_prefix(self, cache) -> None:
         """Drop what this step forwarded (pending token and tail) from ``cache`` and keep it."""
         self.cache = self.model.crop_cache(cache, self.key_real.shape[1])
 
     def commit(self, tokens: torch.Tensor, cache) -> None:
-        """Keep the pending token's keys/values (forwarded this step) and make ``tokens``
+        """Keep the pending token's keys/values (forwarded this step) and make ``tokens`` (B,)
         pending."""
         self.cache = self.model.crop_cache(cache, self.key_real.shape[1] + 1)
-        self.key_real = torch.cat([self.key_real, self.key_real.new_ones(len(tokens), 1)], 1)
+        self.key_real = torch.cat([self.key_real, self.key_real.new_ones(len(self.key_real), 1)], 1)
         for r, t in zip(self.rows, tokens.tolist()):
             r.append(t)
-        self.pending, self.positions = tokens, self.positions + 1
+        self.pending, self.positions = tokens.repeat(self.copies), self.positions + 1
         starts = [self._start(len(r)) for r in self.rows]
         if starts != self.starts:
             self.starts = starts
@@ -159,10 +168,10 @@ class State:
 
 
 def init_state(model, prompts: list[list[int]], generator, K: int, alpha_max: float,
-               eta_schedule: str, embryo: str, sigma_embryo: float) -> State:
+               eta_schedule: str, embryo: str, sigma_embryo: float, guided: bool = False) -> State:
     """DESIGN 3.4 step 1: the prompts' exact embeddings as the prefix (alpha = 1, in the KV
-    cache), the maturity profile alpha_j = alpha_max * (K - j) / K with step sizes eta(alpha),
-    and a tail of K embryos (the generator's first draws)."""
+    cache, twice when ``guided``), the maturity profile alpha_j = alpha_max * (K - j) / K with
+    step sizes eta(alpha), and a tail of K embryos (the generator's first draws)."""
     B, d = len(prompts), model.d
     noise = _Noise(generator, B, d, model.radius, model.device)
     alpha = model.alpha_profile(K, alpha_max)  # (K,) front .. newest
@@ -173,23 +182,26 @@ def init_state(model, prompts: list[list[int]], generator, K: int, alpha_max: fl
             return torch.zeros(B, n, d, device=model.device)
         return noise(n, sigma_embryo)
 
-    win = _Window(model, prompts, K)
+    win = _Window(model, prompts, K, copies=2 if guided else 1)
     return State(win, embryos(K).to(model.dtype), alpha, eta, embryos, noise)
 
 
 def update(model, st: State, guidance: float, sigma_dyn: float, step: int):
-    """DESIGN 3.4 steps 3, 4 and 6: one forward over the tail (and, with guidance s != 1, a
-    second with the tail-only mask: z_hat = z_u + s * (z_c - z_u)); then every slot moves
-    toward its prediction, z <- z + eta(alpha) * (z_hat - z), plus noise of norm about
-    sigma_dyn * R. Returns z_hat (B, K, d) and the cache extended by this step's positions."""
-    win, S, K = st.win, st.win.key_real.shape[1], st.tail.shape[1]
-    z_hat, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real, win.positions,
-                                   win.cache)
-    if guidance != 1.0:
-        model.crop_cache(cache, S)
-        z_u, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real,
-                                     win.positions, cache, tail_only=True)
-        z_hat = z_u + guidance * (z_hat - z_u)  # (B, K, d)
+    """DESIGN 3.4 steps 3, 4 and 6: one forward over the tail (with guidance s != 1, of both
+    passes in one batch, the second under the tail-only mask: z_hat = z_u + s * (z_c - z_u));
+    then every slot moves toward its prediction, z <- z + eta(alpha) * (z_hat - z), plus noise
+    of norm about sigma_dyn * R. Returns z_hat (B, K, d) and the cache extended by this step's
+    positions."""
+    win, (B, K, _) = st.win, st.tail.shape
+    if guidance == 1.0:
+        z_hat, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real,
+                                       win.positions, win.cache)
+    else:
+        only = torch.arange(2 * B, device=st.tail.device) >= B  # (2B,) the unguided pass
+        z, cache = model.tail_step(win.pending, torch.cat([st.tail, st.tail]), st.alpha,
+                                   win.key_real, win.positions, win.cache, tail_only=only)
+        z_c, z_u = z[:B], z[B:]
+        z_hat = z_u + guidance * (z_c - z_u)  # (B, K, d)
     check_finite(z_hat.flatten(1), model.name, f"in the tail predictions at maturation step {step}")
     new = st.tail + st.eta * (z_hat - st.tail)  # (B, K, d)
     if sigma_dyn > 0:
@@ -243,7 +255,8 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance, eta_schedule,
                   embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales)
     B, K = len(prompts), tail_len
-    st = init_state(model, prompts, generator, K, alpha_max, eta_schedule, embryo, sigma_embryo)
+    st = init_state(model, prompts, generator, K, alpha_max, eta_schedule, embryo, sigma_embryo,
+                    guided=guidance != 1.0)
     rec = Recorder(model, B, K, [float(s) for s in trace_scales]) if trace else None
     out = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=model.device)

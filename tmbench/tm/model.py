@@ -220,6 +220,10 @@ class MaturationModel(nn.Module):
         """Keep the first ``n`` positions of ``cache`` (in place); return it."""
         return self.backbone.crop_cache(cache, n)
 
+    def select_cache(self, cache, index: torch.Tensor):
+        """The cache of batch rows ``index`` (a row may repeat)."""
+        return self.backbone.select_cache(cache, index)
+
     def prefill(self, ids: torch.Tensor, key_real: torch.Tensor, positions: torch.Tensor,
                 cache=None, k: int = 1):
         """Committed tokens (exact embeddings, alpha = 1) into the KV cache.
@@ -236,11 +240,13 @@ class MaturationModel(nn.Module):
         return cache
 
     def tail_step(self, pending: torch.Tensor, tail_z: torch.Tensor, alpha: torch.Tensor,
-                  key_real: torch.Tensor, positions: torch.Tensor, cache, tail_only: bool = False):
+                  key_real: torch.Tensor, positions: torch.Tensor, cache,
+                  tail_only: torch.Tensor | bool = False):
         """One maturation forward: the last committed token (not yet in the cache) and the tail.
 
         pending (B,) long; tail_z (B, K, d); alpha (K,) maturity profile; key_real (B, S) for the
-        S cached positions; positions (B,) position id of the pending token.
+        S cached positions; positions (B,) position id of the pending token; tail_only (bool or
+        (B,) bool): rows whose tail slots see only the tail (guidance's unguided pass).
         Returns z_hat (B, K, d) for every tail slot and the cache extended by the forwarded
         positions (the caller crops it back to S or S + 1). Under ``readout: next`` the newest
         slot's own vector predicts nothing inside the tail, so it is not forwarded."""
