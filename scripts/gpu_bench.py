@@ -7,10 +7,13 @@ a ``LlamaConfig`` with SmolLM2-135M's sizes. Two measurements, every round inter
 1. bf16 tokens/s of tmbench greedy and nucleus (p = 0.95) against ``generate`` at batch 1, 32
    and 128, 64 new tokens, EOS off on both sides (both produce exactly 64 tokens per row);
    greedy is also checked token for token.
-2. Token Maturation against AR greedy per committed token at batch 1 and 32 (K = 16, no
-   guidance), over the same random backbone: ``HFBackbone`` + ``MaturationModel`` under
-   ``tied`` geometry with the LM's own embeddings. MaturationModel feeds float32 conditioning
-   features to its MLPs, so this part runs float32 weights under bf16 autocast, AR included.
+2. Token Maturation against AR greedy per committed token at batch 1 and 32 (K = 16), without
+   and with guidance (scale 2: both passes in one forward of 2B rows), over the same random
+   backbone: ``HFBackbone`` + ``MaturationModel`` under ``tied`` geometry with the LM's own
+   embeddings; and against its floor, one tail forward against a cached prefix of prompt +
+   new / 2 positions (:func:`tmbench.tm.cost.tail_forward`). MaturationModel feeds float32
+   conditioning features to its MLPs, so this part runs float32 weights under bf16 autocast,
+   AR included.
 
 Writes ``gpu_bench.json`` and ``gpu_bench.md`` to ``--out`` (default: ``$OUT``, else
 ``gpu_bench_out``) after every case, so a run cut short still leaves its finished rows; cases
@@ -42,6 +45,7 @@ TINY = dict(SMOLLM2, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=512)
 FULL_RUN = dict(config=SMOLLM2, ar_batches=(1, 32, 128), tm_batches=(1, 32), new=64, prompt=32,
                 tail=16, rounds=3)
+FLOOR_REPS = 4
 SMOKE_RUN = dict(config=TINY, ar_batches=(1, 4), tm_batches=(1, 4), new=8, prompt=8, tail=4,
                  rounds=1)
 
@@ -130,12 +134,13 @@ def ar_case(half, decoder: str, B: int, run: dict, device: str) -> dict:
             "same_tokens": last["tmbench"] == last["transformers"] if decoder == "greedy" else None}
 
 
-def tm_case(lm, B: int, run: dict, device: str) -> dict:
-    """Maturation (K = run["tail"]) against tmbench AR greedy per committed token, float32
-    weights under bf16 autocast on both."""
+def tm_case(lm, B: int, guidance: float, run: dict, device: str) -> dict:
+    """Maturation (K = run["tail"]) against tmbench AR greedy per committed token and against
+    its floor (one tail forward), float32 weights under bf16 autocast on all three."""
     from tmbench.backbones.hf_adapter import HFBackbone
     from tmbench.decoders.greedy import greedy
     from tmbench.models.hf import HFModel
+    from tmbench.tm.cost import tail_forward
     from tmbench.tm.decode import maturation
     from tmbench.tm.model import MaturationModel, TMConfig
 
@@ -155,15 +160,27 @@ def tm_case(lm, B: int, run: dict, device: str) -> dict:
                 return fn()
         return call
 
+    with autocast:
+        one = tail_forward(tm, B, run["tail"], run["prompt"] + new // 2, guided=guidance != 1.0)
+
+    def floor():  # FLOOR_REPS forwards per call: one is too short to time alone
+        for _ in range(FLOOR_REPS):
+            one()
+
     fns = {"ar": with_autocast(lambda: greedy(ar, ps, max_new_tokens=new, generator=None)),
            "tm": with_autocast(lambda: maturation(tm, ps, max_new_tokens=new, tail_len=run["tail"],
-                                                  generator=torch.Generator().manual_seed(0)))}
+                                                  guidance=guidance,
+                                                  generator=torch.Generator().manual_seed(0))),
+           "floor": with_autocast(floor)}
     best, _ = interleaved(fns, run["rounds"], device)
     steps = new + run["tail"] - 1  # the first K - 1 steps commit nothing
-    return {"batch": B, "tail_len": run["tail"], "new_tokens": new, "dtype": "bf16 autocast",
+    floor_ms = 1e3 * best["floor"] / FLOOR_REPS
+    return {"batch": B, "tail_len": run["tail"], "guidance": guidance, "new_tokens": new,
+            "dtype": "bf16 autocast",
             "ar_ms_per_token": 1e3 * best["ar"] / new, "tm_ms_per_token": 1e3 * best["tm"] / new,
             "tm_over_ar": best["tm"] / best["ar"],
-            "tm_over_ar_steady_state": best["tm"] / best["ar"] * new / steps}
+            "tm_over_ar_steady_state": best["tm"] / best["ar"] * new / steps,
+            "floor_ms": floor_ms, "tm_over_floor": 1e3 * best["tm"] / steps / floor_ms}
 
 
 def markdown(rec: dict) -> str:
@@ -181,15 +198,18 @@ def markdown(rec: dict) -> str:
         lines.append(f"| {r['decoder']} | {r['batch']} | {r['dtype']} | "
                      f"{r['tmbench_tokens_per_s']:.1f} | {r['transformers_tokens_per_s']:.1f} | "
                      f"{r['speedup']:.3f}x | {same} |")
-    lines += ["", "| batch | K | dtype | AR greedy ms/token | TM ms/token | TM / AR | "
-              "TM / AR without warm-up |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| batch | K | guidance | dtype | AR greedy ms/token | TM ms/token | TM / AR | "
+              "TM / AR without warm-up | floor ms | TM step / floor |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rec["tm"]:
         if "skipped" in r:
-            lines.append(f"| {r['batch']} | | | skipped: {r['skipped']} | | | |")
+            lines.append(f"| {r['batch']} | | {r['guidance']:g} | skipped: {r['skipped']} "
+                         "| | | | | | |")
             continue
-        lines.append(f"| {r['batch']} | {r['tail_len']} | {r['dtype']} | "
+        lines.append(f"| {r['batch']} | {r['tail_len']} | {r['guidance']:g} | {r['dtype']} | "
                      f"{r['ar_ms_per_token']:.2f} | {r['tm_ms_per_token']:.2f} | "
-                     f"{r['tm_over_ar']:.2f}x | {r['tm_over_ar_steady_state']:.2f}x |")
+                     f"{r['tm_over_ar']:.2f}x | {r['tm_over_ar_steady_state']:.2f}x | "
+                     f"{r['floor_ms']:.2f} | {r['tm_over_floor']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,11 +242,11 @@ def main(argv: list[str] | None = None) -> dict:
            "run": {k: v for k, v in run.items() if k != "config"}, "ar": [], "tm": []}
     lm, half = build(run["config"], device)
     cases = [("ar", (d, B)) for B in run["ar_batches"] for d in ("greedy", "nucleus")]
-    cases += [("tm", (B,)) for B in run["tm_batches"]]
+    cases += [("tm", (B, g)) for B in run["tm_batches"] for g in (1.0, 2.0)]
     for kind, key in cases:
         elapsed = time.perf_counter() - start
         if elapsed > args.budget_s:
-            row = dict(zip(("decoder", "batch") if kind == "ar" else ("batch",), key))
+            row = dict(zip(("decoder", "batch") if kind == "ar" else ("batch", "guidance"), key))
             rec[kind].append(row | {"skipped": f"budget ({elapsed:.0f} s elapsed)"})
         elif kind == "ar":
             rec["ar"].append(ar_case(half, *key, run, device))

@@ -32,7 +32,8 @@ from tmbench.backbones.gpt import GPT, GPTConfig
 from tmbench.decoders.greedy import greedy
 from tmbench.models.native_ar import NativeARModel
 from tmbench.tm.decode import maturation
-from tmbench.tm.model import MaturationModel, TMConfig, tail_mask
+from tmbench.tm.cost import tail_forward
+from tmbench.tm.model import MaturationModel, TMConfig
 
 pytestmark = pytest.mark.slow
 NEW, PROMPT, K, FLOOR_REPS = 64, 32, 16, 4
@@ -83,32 +84,8 @@ def greedy_fn(ar):
 
 
 def floor_fn(tm, B, guided=False):
-    """One tail forward against a cache of PROMPT + NEW // 2 positions, cropped back after.
-    ``guided``: the forward guidance runs per step, 2B rows with the tail-only mask on B..2B-1."""
-    S, d, dev = PROMPT + NEW // 2, tm.d, tm.device
-    n = K - tm.readout_shift  # forwarded tail slots
-    T = 1 + n  # the pending token and the tail
-    R = 2 * B if guided else B  # rows per forward
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        ids = torch.randint(0, tm.vocab_size, (R, S), generator=g)
-        real = torch.ones(R, S, dtype=torch.long)
-        cache = tm.prefill(ids, real, torch.arange(S)[None].expand(R, S))
-    z = torch.randn(R, T, d, generator=g) * tm.radius / d ** 0.5
-    alpha = torch.cat([torch.ones(1), tm.alpha_profile(K, 0.75)[:n]])[None].expand(R, T)
-    tail = (torch.arange(T) >= 1)[None].expand(R, T)
-    k = torch.full((R,), K, dtype=torch.long)
-    pos = (S + torch.arange(T))[None].expand(R, T)
-    mask = tail_mask(torch.ones(R, S + T, dtype=torch.long), T, tail_start=S + 1,
-                     tail_only=torch.arange(R) >= B)
-    crop = tm.crop_cache
-
-    @torch.no_grad()
-    def run():
-        _, c = tm(z.to(dev, tm.dtype), alpha, tail, k, pos, mask, cache)
-        crop(c, S)
-
-    return run
+    """One tail forward against a cache of PROMPT + NEW // 2 positions (2B rows if guided)."""
+    return tail_forward(tm, B, K, PROMPT + NEW // 2, guided=guided)
 
 
 @pytest.mark.parametrize("B", [1, 32])

@@ -21,10 +21,12 @@ def test_gpu_bench_smoke(tmp_path):
     for a in rec["ar"]:
         assert a["tmbench_tokens_per_s"] > 0 and a["transformers_tokens_per_s"] > 0
         assert a["same_tokens"] is (True if a["decoder"] == "greedy" else None)
-    assert [t["batch"] for t in rec["tm"]] == [1, 4]
-    assert all(t["tm_ms_per_token"] > 0 and t["ar_ms_per_token"] > 0 for t in rec["tm"])
+    assert [(t["batch"], t["guidance"]) for t in rec["tm"]] == [(1, 1.0), (1, 2.0), (4, 1.0),
+                                                                (4, 2.0)]
+    assert all(t["tm_ms_per_token"] > 0 and t["ar_ms_per_token"] > 0 and t["floor_ms"] > 0
+               for t in rec["tm"])
     table = (tmp_path / "gpu_bench.md").read_text()
-    assert "| greedy | 1 | bfloat16 |" in table and "| 4 | 4 | bf16 autocast |" in table
+    assert "| greedy | 1 | bfloat16 |" in table and "| 4 | 4 | 2 | bf16 autocast |" in table
 
 
 def test_gpu_bench_budget_skips_cases(tmp_path):

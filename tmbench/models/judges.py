@@ -186,7 +186,7 @@ def _assemble_atomic(pkg: Any, target: Path) -> None:
 def load_gemma3_270m_bf16(device: str = "cpu", dtype: str = "float32") -> HFJudge:
     """``gemma3-270m-bf16``: the same judge with bfloat16 weights whatever the run's dtype, a
     faster judge for CPUs with native bfloat16 (AVX512-BF16, AMX) and for GPUs. On 2 cores of an
-    AMD EPYC with AVX512-BF16, 32 BBC test texts of 173 tokens score 1.64x faster than in
+    x86 CPU with AVX512-BF16, 32 BBC test texts of 173 tokens score 1.64x faster than in
     float32; per-token log-probabilities differ by 0.072 nats on average (mean bias 0.005 nats,
     at most 0.056 nats in a text's mean), less than the Q4_K_M quantisation both start from.
     A different judge name, so its scores never pool with the float32 judge's."""

@@ -210,13 +210,19 @@ def update(model, st: State, guidance: float, sigma_dyn: float, step: int):
     return z_hat, cache
 
 
-def commit(model, st: State, sample_commit: bool) -> torch.Tensor:
+def commit(model, st: State, sample_commit: bool,
+           z_front: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """DESIGN 3.4 steps 5 and 6: the front slot's token (B,), its nearest embedding or, with
-    ``sample_commit``, a draw from the induced distribution (model logit scale)."""
+    ``sample_commit``, a draw from the induced distribution (model logit scale); and the
+    nearest embedding of the front slot's prediction ``z_front`` (B, d), for
+    ``agree_front_argmax``. Both nearest embeddings come from one product with E, which reads
+    E (V x d) once per commit instead of twice."""
     front = st.tail[:, 0]  # (B, d)
     if sample_commit:
-        return st.noise.multinomial(torch.softmax(model.induced_logits(front), -1))
-    return model.nearest(front)
+        return (st.noise.multinomial(torch.softmax(model.induced_logits(front), -1)),
+                model.nearest(z_front))
+    both = model.nearest(torch.cat([front, z_front]))  # (2B,)
+    return both[:len(front)], both[len(front):]
 
 
 def slide(st: State, tok: torch.Tensor, cache) -> None:
@@ -270,9 +276,9 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
         if step < K - 1:  # step 2, warm-up: no commitment, so every token gets K updates
             st.win.keep_prefix(cache)
             continue
-        tok = commit(model, st, sample_commit)
+        tok, pred = commit(model, st, sample_commit, z_hat[:, 0])
         live = (~done).cpu()
-        agree += (live & (tok == model.nearest(z_hat[:, 0])).cpu()).float()
+        agree += (live & (tok == pred).cpu()).float()
         for b in torch.nonzero(live)[:, 0].tolist():
             out[b].append(int(tok[b]))
         if rec is not None:

@@ -171,7 +171,7 @@ class MaturationModel(nn.Module):
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (...,) long: the committed token, argmax_i <z, e_i> (under ``sphere``
         equal to the cosine nearest neighbour, since all rows share R)."""
-        return (z.float() @ self.unit_emb().T).argmax(-1)
+        return (z.float() @ self.unit_emb().T).max(-1).indices  # first maximum, as argmax
 
     def alpha_profile(self, K: int, alpha_max: float) -> torch.Tensor:
         """(K,) maturity of tail slots j = 0 (front) .. K-1 (newest): alpha_max * (K - j) / K."""
