@@ -134,3 +134,38 @@ def test_bench_maturation(benchmark, models, name, B, guidance):
           f" ms); {info['ratio_steady_state']:.2f}x without the warm-up steps; "
           f"{info['ratio_to_floor']:.2f}x its floor ({info['floor_ms']:.2f} ms per token"
           f"{', both passes in one forward' if guidance != 1.0 else ''})")
+
+
+@pytest.mark.parametrize("name,B", [("tiny", 1), ("tiny", 32), ("smollm2", 1)])
+def test_bench_guidance_one_forward(benchmark, models, name, B, monkeypatch):
+    """Guidance (scale 2) with both passes in one forward of 2B rows, against the two forwards
+    per step it replaced (``_two_pass_update``, run right before every round); same tokens."""
+    from test_tm_decoder import _two_pass_update
+
+    from tmbench.tm import decode
+
+    _, tm = models(name)
+    benchmark.group = f"{name} batch {B} guidance"
+    ps = prompts(B, tm.vocab_size)
+    kw = dict(max_new_tokens=NEW, tail_len=K, guidance=2.0)
+    one_update, init = decode.update, decode.init_state
+    two_times, out = [], {}
+
+    def two():  # the way guidance ran before: two forwards per step over one cache
+        with monkeypatch.context() as mp:
+            mp.setattr(decode, "update", _two_pass_update)
+            mp.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
+            t = time.perf_counter()
+            out["two"] = maturation(tm, ps, generator=torch.Generator().manual_seed(0), **kw)
+            two_times.append(time.perf_counter() - t)
+        assert decode.update is one_update
+
+    def one():
+        out["one"] = maturation(tm, ps, generator=torch.Generator().manual_seed(0), **kw)
+
+    benchmark.pedantic(one, setup=two, rounds=3, iterations=1, warmup_rounds=1)
+    assert out["one"].tokens == out["two"].tokens
+    ratio = min(two_times[-3:]) / benchmark.stats["min"]
+    benchmark.extra_info.update(two_forwards_s=min(two_times[-3:]), speedup=ratio)
+    print(f"\nguidance {name} B={B}: one forward of 2B rows {ratio:.2f}x the speed of two "
+          "forwards per step")
