@@ -112,6 +112,15 @@ def test_guidance_in_one_batch_on_a_transformers_backbone(monkeypatch):
     assert maturation(m, PROMPTS, generator=gen(5), **kw).tokens == one.tokens
 
 
+def test_guidance_with_one_token_prompts(model):
+    """A one-token prompt leaves the cache empty (nothing committed before the pending token):
+    the two passes' copies start from an empty cache, and rows still decode as they do alone."""
+    kw = dict(max_new_tokens=6, tail_len=3, guidance=2.0)
+    batch = maturation(model, [[5], [7, 8, 9]], generator=[gen(0), gen(1)], **kw)
+    assert maturation(model, [[5]], generator=[gen(0)], **kw).tokens[0] == batch.tokens[0]
+    assert maturation(model, [[7, 8, 9]], generator=[gen(1)], **kw).tokens[0] == batch.tokens[1]
+
+
 def test_guidance_survives_a_context_slide():
     """Under guidance the window keeps two cache copies; a re-encoding from a later start
     (context overflow) rebuilds both, and rows still equal their one-by-one decodes."""
