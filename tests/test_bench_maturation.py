@@ -140,7 +140,7 @@ def test_bench_maturation(benchmark, models, name, B, guidance):
 def test_bench_guidance_one_forward(benchmark, models, name, B, monkeypatch):
     """Guidance (scale 2) with both passes in one forward of 2B rows, against the two forwards
     per step it replaced (``_two_pass_update``, run right before every round); same tokens."""
-    from test_tm_decoder import _two_pass_update
+    from test_tm_decoder import use_two_passes
 
     from tmbench.tm import decode
 
@@ -148,13 +148,12 @@ def test_bench_guidance_one_forward(benchmark, models, name, B, monkeypatch):
     benchmark.group = f"{name} batch {B} guidance"
     ps = prompts(B, tm.vocab_size)
     kw = dict(max_new_tokens=NEW, tail_len=K, guidance=2.0)
-    one_update, init = decode.update, decode.init_state
+    one_update = decode.update
     two_times, out = [], {}
 
     def two():  # the way guidance ran before: two forwards per step over one cache
         with monkeypatch.context() as mp:
-            mp.setattr(decode, "update", _two_pass_update)
-            mp.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
+            use_two_passes(mp)
             t = time.perf_counter()
             out["two"] = maturation(tm, ps, generator=torch.Generator().manual_seed(0), **kw)
             two_times.append(time.perf_counter() - t)

@@ -79,17 +79,23 @@ def _two_pass_update(model, st, guidance, sigma_dyn, step):
     return z_hat, cache
 
 
+def use_two_passes(mp) -> None:
+    """Make ``maturation`` run guidance as two forwards over one cache (in ``mp``, a
+    monkeypatch or its context): one cache copy, ``_two_pass_update`` per step."""
+    from tmbench.tm import decode
+
+    init = decode.init_state
+    mp.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
+    mp.setattr(decode, "update", _two_pass_update)
+
+
 @pytest.mark.parametrize("guidance", [0.0, 1.5, 3.0])
 def test_guidance_in_one_batch_equals_two_passes(model, guidance, monkeypatch):
     """Both passes of classifier-free guidance in one forward of 2B rows (rows B.. under the
     tail-only mask, each with its own copy of the KV cache) give what two forwards give."""
-    from tmbench.tm import decode
-
     kw = dict(max_new_tokens=12, tail_len=4, guidance=guidance)
     one = maturation(model, PROMPTS, generator=gen(7), trace=True, **kw)
-    init = decode.init_state
-    monkeypatch.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
-    monkeypatch.setattr(decode, "update", _two_pass_update)
+    use_two_passes(monkeypatch)
     two = maturation(model, PROMPTS, generator=gen(7), trace=True, **kw)
     assert one.tokens == two.tokens
     assert one.info["agree_front_argmax"] == two.info["agree_front_argmax"]
@@ -101,14 +107,10 @@ def test_guidance_in_one_batch_on_a_transformers_backbone(monkeypatch):
     """The same through a transformers backbone (its DynamicCache copied per pass)."""
     from test_tm_model import tm_model
 
-    from tmbench.tm import decode
-
     m = tm_model("next", backbone="hf", seed=3)
     kw = dict(max_new_tokens=10, tail_len=4, guidance=2.0)
     one = maturation(m, PROMPTS, generator=gen(5), **kw)
-    init = decode.init_state
-    monkeypatch.setattr(decode, "init_state", lambda *a, **k: init(*a, **(k | {"guided": False})))
-    monkeypatch.setattr(decode, "update", _two_pass_update)
+    use_two_passes(monkeypatch)
     assert maturation(m, PROMPTS, generator=gen(5), **kw).tokens == one.tokens
 
 
