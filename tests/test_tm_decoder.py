@@ -109,9 +109,12 @@ def test_guidance_in_one_batch_on_a_transformers_backbone(monkeypatch):
 
     m = tm_model("next", backbone="hf", seed=3)
     kw = dict(max_new_tokens=10, tail_len=4, guidance=2.0)
-    one = maturation(m, PROMPTS, generator=gen(5), **kw)
+    one = maturation(m, PROMPTS, generator=gen(5), trace=True, **kw)
     use_two_passes(monkeypatch)
-    assert maturation(m, PROMPTS, generator=gen(5), **kw).tokens == one.tokens
+    two = maturation(m, PROMPTS, generator=gen(5), trace=True, **kw)
+    assert one.tokens == two.tokens
+    for a, b in zip(one.info["trace"], two.info["trace"]):
+        assert torch.allclose(torch.tensor(a["displacement"]), torch.tensor(b["displacement"]), atol=1e-5)
 
 
 def test_guidance_with_one_token_prompts(model):
