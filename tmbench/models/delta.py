@@ -59,6 +59,8 @@ def apply_adapter(model, spec: dict) -> None:
         for mod in (model.alpha_mlp, model.film, model.head):
             mod.requires_grad_(True)
         model.input_scale.requires_grad_(True)
+        if model.log_scale is not None:  # a learned logit scale (TMConfig.learn_logit_scale)
+            model.log_scale.requires_grad_(True)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 READOUTS = ("next", "self")
+COMMITS = ("inner", "l2", "cosine")
 FILMS = ("tail", "all", "blocks")
 GEOMETRIES = ("sphere", "tied")
 
@@ -49,6 +50,13 @@ class TMConfig:
     # tied: a pretrained AR model's own tied embeddings, unnormalised, commit and induced p by
     # inner product, so that an untrained TM equals its AR parent at alpha_max 1 (DESIGN 3.1)
     geometry: str = "sphere"
+    # commit rule, the decision in embedding space: the largest inner product <z, e_i>, the
+    # nearest row by L2 distance, or the nearest by cosine (all three agree under ``sphere``)
+    commit: str = "inner"
+    # learn the induced distribution's logit scale (a positive scalar). Under ``tied`` the vector
+    # head then starts as identity / logit_scale, so the untrained TM still equals its AR parent
+    # while its predictions sit at embedding scale (the MSE of DESIGN 3.3 needs that)
+    learn_logit_scale: bool = False
 
     def __post_init__(self):
         if self.geometry not in GEOMETRIES:
@@ -57,6 +65,10 @@ class TMConfig:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.film not in FILMS:
             raise ValueError(f"film must be one of {FILMS}, got {self.film!r}")
+        if self.commit not in COMMITS:
+            raise ValueError(f"commit must be one of {COMMITS}, got {self.commit!r}")
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale!r}")
         if self.k_max < 1:
             raise ValueError(f"k_max must be an integer >= 1, got {self.k_max!r}")
 
@@ -104,7 +116,9 @@ class MaturationModel(nn.Module):
         self.d = C  # the embedding width equals the backbone width (inputs_embeds)
         self.vocab_size = cfg.vocab_size
         self.radius = float(cfg.radius or math.sqrt(C))
-        self.logit_scale = float(cfg.logit_scale)
+        self._logit_scale = float(cfg.logit_scale)
+        self.log_scale = (nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
+                          if cfg.learn_logit_scale else None)
         self.eos_token_id = getattr(tokenizer, "eos_token_id", None)
         self.emb = nn.Parameter(torch.randn(cfg.vocab_size, C),
                                 requires_grad=not cfg.freeze_embeddings)
@@ -117,7 +131,9 @@ class MaturationModel(nn.Module):
             nn.init.zeros_(self.alpha_mlp[2].weight)  # conditioning starts as a no-op
             nn.init.zeros_(self.alpha_mlp[2].bias)
             nn.init.zeros_(self.film.weight)
-            self.head.weight.copy_(torch.eye(C))
+            # under tied geometry with a learned scale the head starts at identity / scale
+            head0 = 1.0 / cfg.logit_scale if (cfg.geometry == "tied" and cfg.learn_logit_scale) else 1.0
+            self.head.weight.copy_(torch.eye(C) * head0)
             nn.init.zeros_(self.head.bias)
             self.renorm_()
 
@@ -134,6 +150,11 @@ class MaturationModel(nn.Module):
     def tied(self) -> bool:
         return self.config.geometry == "tied"
 
+    @property
+    def logit_scale(self):
+        """The induced distribution's scale: a float, or a 0-d tensor when it is learned."""
+        return self._logit_scale if self.log_scale is None else self.log_scale.exp()
+
     @torch.no_grad()
     def renorm_(self) -> None:
         """Put every embedding row back on the sphere of radius R (after each optimizer step);
@@ -145,7 +166,7 @@ class MaturationModel(nn.Module):
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "tm", "class": type(self).__name__,
                 "content_hash": self.content_hash, "readout": self.config.readout,
-                "geometry": self.config.geometry,
+                "geometry": self.config.geometry, "commit": self.config.commit,
                 "dtype": str(self.dtype).replace("torch.", "")}
 
     def unit_emb(self) -> torch.Tensor:
@@ -169,9 +190,43 @@ class MaturationModel(nn.Module):
         return s * F.normalize(z.float(), dim=-1) @ self.unit_emb().T
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """(..., d) -> (...,) long: the committed token, argmax_i <z, e_i> (under ``sphere``
-        equal to the cosine nearest neighbour, since all rows share R)."""
-        return (z.float() @ self.unit_emb().T).max(-1).indices  # first maximum, as argmax
+        """(..., d) -> (...,) long: the committed token by the config's commit rule: argmax_i
+        <z, e_i> (``inner``), argmin_i ||z - e_i|| (``l2``: argmax <z, e_i> - ||e_i||^2 / 2) or
+        argmax_i cos(z, e_i) (``cosine``). Under ``sphere`` all three are the cosine nearest
+        neighbour, since all rows share R."""
+        rule = self.config.commit
+        if rule == "inner" or not self.tied:
+            return (z.float() @ self.unit_emb().T).max(-1).indices  # first maximum, as argmax
+        if rule == "cosine":
+            return (z.float() @ self._emb_dir().T).max(-1).indices
+        return (z.float() @ self.unit_emb().T - 0.5 * self._emb_sq()).max(-1).indices
+
+    def _emb_dir(self) -> torch.Tensor:
+        """(V, d) float32 rows of E scaled to norm 1 (cached like ``unit_emb``)."""
+        key = (self.emb._version, self.emb.data_ptr(), self.emb.device)
+        if getattr(self, "_dir_key", None) != key:
+            self._dir = F.normalize(self.emb.detach().float(), dim=-1)
+            self._dir_key = key
+        return self._dir
+
+    def _emb_sq(self) -> torch.Tensor:
+        """(V,) squared row norms of E."""
+        return (self.emb.detach().float() ** 2).sum(-1)
+
+    def expected_embedding(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., d) float32: sum_i p(i | z) e_i under the induced distribution, the
+        conditional-mean reading of a tail state (decoder ``feed: expected``)."""
+        p = torch.softmax(self.induced_logits(z), -1)  # (..., V)
+        return p @ self.emb.detach().float()
+
+    def training_tail_norm(self, alpha: torch.Tensor, sigma_embryo: float = 0.1) -> torch.Tensor:
+        """(K,) expected norm of the tail inputs the training objective builds at maturity alpha,
+        ||alpha e_x + (1 - alpha) n|| with n of norm sigma_embryo * R (DESIGN 3.3), taking
+        E ||e_x||^2 as the mean squared row norm of E: sqrt(a^2 m2 + (1 - a)^2 (sigma R)^2).
+        The reference of ``tail_norm_ratio``."""
+        m2 = float((self.emb.detach().float() ** 2).sum(-1).mean())
+        a = alpha.float()
+        return (a ** 2 * m2 + (1 - a) ** 2 * (sigma_embryo * self.radius) ** 2).sqrt()
 
     def alpha_profile(self, K: int, alpha_max: float) -> torch.Tensor:
         """(K,) maturity of tail slots j = 0 (front) .. K-1 (newest): alpha_max * (K - j) / K."""

@@ -3,6 +3,11 @@
 A block's last K positions form a corrupted tail, z = alpha * e_x + (1 - alpha) * n, with the
 maturity profile the decoder uses; the loss is w_mse * MSE / R^2 + lambda * InfoNCE on the
 predictions (all positions under ``readout: next``, tail slots under ``self``).
+
+Two options make training see what decoding feeds (DESIGN 3.3, fourth look): with probability
+``p_self_cond`` a batch's tail is rebuilt from the model's own stop-gradient predictions of a
+first pass, z = alpha * sg(z_hat) + (1 - alpha) * n (self-conditioning, as in analog-bits
+diffusion, Chen et al. 2023); and ``tail_share`` gives tail targets a stated share of the loss.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from tmbench.training.config import ObjectiveConfig
 
 def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: torch.Generator,
             K: int | None = None, alpha_max: float | None = None, p_uncond: float | None = None,
-            rows: slice | None = None):
+            rows: slice | None = None, self_cond: bool | None = None):
     """DESIGN 3.3 on a block x (B, T): the last K positions form a corrupted tail.
     Returns the loss and its parts; ``tail_*`` are over tail slots only. ``rows``: draw every
     random quantity for the whole batch, then keep these rows (a data-parallel rank's share),
-    so that any number of ranks sees exactly the draws of a single process."""
+    so that any number of ranks sees exactly the draws of a single process. ``self_cond``
+    forces self-conditioning on or off (validation) instead of drawing it."""
     B, T = x.shape
     dev, R, d = x.device, model.radius, model.d
     K = K or int(torch.randint(1, min(obj.k_max, T - 1) + 1, (1,), generator=gen))
@@ -32,6 +38,9 @@ def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: 
     p_u = obj.p_uncond if p_uncond is None else p_uncond
     noise = torch.randn(B, K, d, generator=gen) * (obj.sigma_embryo * R / math.sqrt(d))
     uncond = torch.rand(B, generator=gen) < p_u  # (B,) guidance dropout
+    # drawn after every older draw, and only when enabled, so older configs draw as before
+    if self_cond is None:
+        self_cond = obj.p_self_cond > 0 and float(torch.rand(1, generator=gen)) < obj.p_self_cond
     if rows is not None:
         x, noise, uncond = x[rows], noise[rows], uncond[rows]
         B = x.shape[0]
@@ -50,6 +59,12 @@ def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: 
     kk = torch.full((B,), K, dtype=torch.long, device=dev)
     pos = torch.arange(T, device=dev)[None].expand(B, T)
     out, _ = model(z, alpha, tail, kk, pos, mask)  # (B, T, d)
+    if self_cond:  # rebuild the tail from this pass's own predictions, then predict again
+        shift = model.readout_shift
+        guess = out[:, T - K - shift: T - shift].detach()  # (B, K, d) z_hat of every tail slot
+        z = torch.cat([e[:, : T - K], at * guess.to(e.dtype)
+                       + (1 - at) * noise.to(dev, e.dtype)], 1)
+        out, _ = model(z, alpha, tail, kk, pos, mask)
 
     if model.config.readout == "next":  # slot t read at t - 1; every position
         pred, tgt, a_t, is_tail = out[:, :-1], x[:, 1:], alpha[:, 1:], tail[:, 1:]
@@ -73,9 +88,14 @@ def tm_loss(model: MaturationModel, x: torch.Tensor, obj: ObjectiveConfig, gen: 
         neg_l = neg_l.masked_fill(neg[None, None] == tgt[..., None], float("-inf"))
         nce = -torch.log_softmax(torch.cat([pos_l, neg_l], -1), -1)[..., 0]
     w = torch.ones_like(mse) if obj.weighting == "uniform" else (1 - a_t)
+    tw = is_tail.float()
+    if obj.tail_share is not None and bool((tw < 1).any()):  # tail targets get tail_share
+        wt, wp = w * tw, w * (1 - tw)
+        w = (obj.tail_share * wt / wt.sum().clamp(min=1e-8)
+             + (1 - obj.tail_share) * wp / wp.sum().clamp(min=1e-8))
     per = obj.w_mse * mse + obj.infonce_weight * nce
     loss = (w * per).sum() / w.sum().clamp(min=1e-8)
-    tw = is_tail.float()
     return {"loss": loss, "mse": mse.mean().detach(), "nce": nce.mean().detach(),
             "tail_nce": ((nce * tw).sum() / tw.sum()).detach(),
-            "tail_mse": ((mse * tw).sum() / tw.sum()).detach(), "K": torch.tensor(K)}
+            "tail_mse": ((mse * tw).sum() / tw.sum()).detach(), "K": torch.tensor(K),
+            "self_cond": torch.tensor(float(self_cond))}

@@ -56,6 +56,13 @@ class ObjectiveConfig:  # TM only (DESIGN 3.3)
     p_uncond: float = 0.1  # guidance dropout: the tail sees only the tail
     weighting: str = "uniform"  # uniform | one_minus_alpha (the paper's)
     eval_alpha_max: float = 0.75  # alpha_max of the (deterministic) validation objective
+    # self-conditioned corruption: with this probability per batch the tail is built from the
+    # model's own stop-gradient first-pass predictions, alpha * sg(z_hat) + (1 - alpha) * n,
+    # instead of from the ground-truth embeddings, so that training sees what decoding feeds
+    p_self_cond: float = 0.0
+    # share of the loss weight that tail targets get (the rest goes to prefix targets); None =
+    # every target weighted as ``weighting`` says (then tail targets are ~K / T of the signal)
+    tail_share: float | None = None
 
 
 @dataclass
@@ -124,6 +131,13 @@ def config_from_dict(d: dict) -> TrainConfig:
     if cfg.objective.weighting not in ("uniform", "one_minus_alpha"):
         raise ValueError("objective.weighting must be uniform or one_minus_alpha, "
                          f"got {cfg.objective.weighting!r}")
+    o = cfg.objective
+    if not (isinstance(o.p_self_cond, (int, float)) and 0 <= o.p_self_cond <= 1):
+        raise ValueError(f"objective.p_self_cond must be a number in [0, 1], got {o.p_self_cond!r}")
+    if o.tail_share is not None and not (isinstance(o.tail_share, (int, float))
+                                         and 0 < o.tail_share <= 1):
+        raise ValueError(f"objective.tail_share must be null or a number in (0, 1], "
+                         f"got {o.tail_share!r}")
     return cfg
 
 

@@ -34,10 +34,14 @@ def evaluate(model, data: TokenData, cfg: TrainConfig, n_blocks: int | None) -> 
                 lp = torch.stack(model.token_logprobs(x.tolist()))
             tot += -float(lp.mean()) * len(x)
             o = cfg.objective
-            r = tm_loss(model, x, o, step_generator(cfg.seed, i, 9), K=min(o.k_max, x.shape[1] - 1),
-                        alpha_max=o.eval_alpha_max, p_uncond=0.0)
+            kw = dict(K=min(o.k_max, x.shape[1] - 1), alpha_max=o.eval_alpha_max, p_uncond=0.0)
+            r = tm_loss(model, x, o, step_generator(cfg.seed, i, 9), self_cond=False, **kw)
             for k in ("loss", "tail_nce", "tail_mse"):
                 parts[f"val_tm_{k}"] = parts.get(f"val_tm_{k}", 0.0) + float(r[k]) * len(x)
+            if o.p_self_cond > 0:  # the same tails, rebuilt from the model's own predictions
+                r = tm_loss(model, x, o, step_generator(cfg.seed, i, 9), self_cond=True, **kw)
+                for k in ("tail_nce", "tail_mse"):
+                    parts[f"val_tm_sc_{k}"] = parts.get(f"val_tm_sc_{k}", 0.0) + float(r[k]) * len(x)
         n += len(x)
     model.train(was)
     key = "val_loss" if model.kind == "ar" else "val_induced_ce"
