@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -132,7 +133,8 @@ def _toy(kind: str):
 
 def dry_run(fn: Callable, params: dict[str, Any], label: str) -> None:
     """Call the decoder for two tokens on a tiny random model of its kind, so that its own
-    checks (types and ranges) run now; a ValueError names the suite entry."""
+    checks (types and ranges) run now; a ValueError names the suite entry, and any other
+    exception (a plugin's bug) is one line saying where it was raised."""
     model = _toy(getattr(fn, "model_kind", "ar"))
     gens = [torch.Generator().manual_seed(0)]
     try:
@@ -140,6 +142,12 @@ def dry_run(fn: Callable, params: dict[str, Any], label: str) -> None:
             fn(model, [[1, 2, 3]], max_new_tokens=2, generator=gens, **params)
     except ValueError as e:
         raise ValueError(f"decoder {label!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a decoder's own bug: one line, where it raised
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        msg = " ".join(str(e).split())[:300]
+        raise ValueError(f"decoder {label!r} failed its dry run: {type(e).__name__}: {msg} "
+                         f"(raised at {last.filename}:{last.lineno}; the dry run calls it for "
+                         "two tokens on a tiny random model of its kind)") from None
 
 
 # ---- context ------------------------------------------------------------------------------------

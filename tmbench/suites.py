@@ -125,19 +125,27 @@ class _Checker:
         return dict(v)
 
 
-def _decoder_entries(raw: Any, c: _Checker, base: Path) -> list[DecoderSpec]:
+def _decoder_entries(raw: Any, c: _Checker, base: Path,
+                     chain: tuple[Path, ...] = ()) -> list[DecoderSpec]:
+    """Decoder entries of a suite or an included file; ``chain``: the files including this one."""
     if isinstance(raw, dict) and "include" in raw:
         bad = set(raw) - {"include", "models", "labels"}
         if bad:
             c.fail("decoders.include", f"unknown fields {sorted(bad)}; accepted: include, "
                                        "models (run the included entries on these only), labels "
                                        "(only these entries)")
+        if not isinstance(raw["include"], str) or not raw["include"]:
+            c.fail("decoders.include", f"must be a file name, got {raw['include']!r}")
         inc = Path(raw["include"])
         path = inc if inc.is_absolute() else _resolve_include(inc, base)
+        if path.resolve() in chain:
+            c.fail("decoders.include", f"{path} includes itself (through "
+                                       f"{' -> '.join(map(str, chain))})")
         data = _read_yaml(path)
         if not isinstance(data, dict) or "decoders" not in data:
             c.fail("decoders.include", f"{path} must be a mapping with a 'decoders' list")
-        got = _decoder_entries(data["decoders"], _Checker(str(path)), path.parent)
+        got = _decoder_entries(data["decoders"], _Checker(str(path)), path.parent,
+                               (*chain, path.resolve()))
         if "labels" in raw:
             want = raw["labels"]
             missing = sorted(set(want) - {d.label for d in got}) if isinstance(want, list) else want
@@ -158,7 +166,7 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path) -> list[DecoderSpec]:
         if isinstance(e, str):
             e = {"name": e}
         if isinstance(e, dict) and "include" in e:
-            out.extend(_decoder_entries(e, c, base))
+            out.extend(_decoder_entries(e, c, base, chain))
             continue
         if not isinstance(e, dict) or "name" not in e:
             c.fail(f"decoders[{i}]", f"must be a mapping with a 'name', got {e!r}")
@@ -218,15 +226,42 @@ def _resolve_include(inc: Path, base: Path) -> Path:
                      "and the tmbench checkout)")
 
 
+MAX_NODES = 100_000  # the largest shipped suite expands to about 200
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse a document that expands to more than MAX_NODES values, an alias counted each time
+    it is used: ``safe_load`` shares aliased objects, so a 1.4 KB alias bomb ("billion laughs")
+    loads at once but expands to 9**9 strings when the suite is checked and hashed. Iterative,
+    so a self-referencing alias is refused too."""
+    stack, n = [data], 0
+    while stack:
+        node = stack.pop()
+        n += 1
+        if n > MAX_NODES:
+            raise ValueError(f"{path}: expands to more than {MAX_NODES} YAML values (aliases "
+                             "counted each time they are used); accepted: suites of at most "
+                             f"{MAX_NODES} values")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text())
+        _check_size(data, path)
+        return data
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise ValueError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read: {e}") from None
+    except RecursionError:  # the YAML composer recurses once per nesting level
+        raise ValueError(f"{path}: nested too deeply to parse; accepted: a suite of plain "
+                         "fields, lists and mappings") from None
 
 
 ALLOWED = {"name", "version", "description", "dataset", "max_new_tokens", "batch_size",
@@ -255,6 +290,11 @@ def load_suite(name_or_path: str) -> Suite:
         c.fail("dataset", f"unknown fields {sorted(bad)}; accepted: {', '.join(sorted(DATASET_FIELDS))}")
     if ds.get("source", "bbc") not in ("bbc", "hf", "file"):
         c.fail("dataset.source", f"must be one of bbc, hf, file; got {ds.get('source')!r}")
+    if ds.get("source", "bbc") in ("hf", "file") and not isinstance(ds.get("path"), str):
+        what = ("a .jsonl or text file" if ds["source"] == "file"
+                else "a hub name, a folder saved with save_to_disk or a data file")
+        c.fail("dataset.path", f"is required for source {ds['source']} ({what}), got "
+                               f"{ds.get('path')!r}")
     if ds.get("prompt_unit", "word") not in ("word", "token"):
         c.fail("dataset.prompt_unit", f"must be 'word' or 'token', got {ds.get('prompt_unit')!r}")
     dc = _Checker(f"{path}: dataset")
@@ -280,7 +320,7 @@ def load_suite(name_or_path: str) -> Suite:
             c.fail(f"metrics[{i}]", f"must be a mapping with 'name' and optional 'params', got {m!r}")
         metrics.append(MetricSpec(c.name(m["name"], f"metrics[{i}].name"),
                                   c.params(m.get("params"), f"metrics[{i}].params")))
-    decoders = _decoder_entries(raw.get("decoders"), c, path.parent)
+    decoders = _decoder_entries(raw.get("decoders"), c, path.parent, (path.resolve(),))
     for i, d in enumerate(decoders):
         stray = sorted(set(d.models or ()) - set(models))
         if stray:

@@ -114,21 +114,63 @@ def load_documents(spec: dict[str, Any]) -> list[tuple[str, str]]:
     raise ValueError(f"unknown dataset source {source!r}; accepted: bbc, hf, file")
 
 
+FILE_FORMS = ("a .jsonl file (one JSON object per line) or a UTF-8 text file (documents "
+              "separated by blank lines)")
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "true/false",
+               int: "a number", float: "a number", type(None): "null"}
+
+
 def _load_file(path: Path, field: str) -> list[tuple[str, str]]:
+    """(doc_id, text) pairs of a local file; every problem names the file and, in a .jsonl
+    file, the line (``path:line: what``)."""
+    text = _read_utf8(path)
+    if path.suffix == ".jsonl":
+        return [(f"{path.name}:{i}", _jsonl_text(path, i + 1, line, field))
+                for i, line in enumerate(text.splitlines()) if line.strip()]
+    # Plain text: documents separated by blank lines.
+    paras = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return [(f"{path.name}:{i}", p) for i, p in enumerate(paras)]
+
+
+def _read_utf8(path: Path) -> str:
+    """The file's text with universal newlines (as ``read_text``), decoded here so that a bad
+    byte's line can be named."""
     if not path.exists():
         raise ValueError(f"dataset file {path} does not exist")
-    if path.suffix == ".jsonl":
-        docs = []
-        for i, line in enumerate(path.read_text().splitlines()):
-            if line.strip():
-                row = json.loads(line)
-                if field not in row:
-                    raise ValueError(f"{path}:{i + 1} has no field {field!r}")
-                docs.append((f"{path.name}:{i}", row[field]))
-        return docs
-    # Plain text: documents separated by blank lines.
-    paras = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
-    return [(f"{path.name}:{i}", p) for i, p in enumerate(paras)]
+    if path.is_dir():
+        raise ValueError(f"dataset file {path} is a folder; accepted: {FILE_FORMS}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"dataset file {path} cannot be read ({e.strerror or e}); accepted: "
+                         f"{FILE_FORMS}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); accepted: "
+                         "UTF-8 encoded text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _jsonl_text(path: Path, n: int, line: str, field: str) -> str:
+    """The ``field`` string of line ``n`` of a .jsonl file."""
+    want = f"accepted: one JSON object per line with a string field {field!r}"
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or nesting too deep
+        what = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else e
+        raise ValueError(f"{path}:{n}: not valid JSON ({what}); {want}") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{n}: must be a JSON object, got {_JSON_KINDS.get(type(row))}; "
+                         f"{want}")
+    if field not in row:
+        raise ValueError(f"{path}:{n}: has no field {field!r} (fields: {sorted(row)[:8]}); {want} "
+                         "(dataset.text_field names another)")
+    if not isinstance(row[field], str):
+        raise ValueError(f"{path}:{n}: field {field!r} must be a string, got "
+                         f"{_JSON_KINDS.get(type(row[field]))}; {want}")
+    return row[field]
 
 
 def _load_hf(spec: dict[str, Any]) -> list[tuple[str, str]]:

@@ -109,6 +109,7 @@ def load_hf(name_or_path: str, *, device: str = "cpu", dtype: str = "float32",
     Remote code and pickled weights (.bin) are refused unless asked for explicitly."""
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -121,6 +122,9 @@ def load_hf(name_or_path: str, *, device: str = "cpu", dtype: str = "float32",
             f"could not load transformers model {name_or_path!r}: {e}. Accepted: a local "
             "folder with config.json and weights, or a hub name when the hub is reachable"
         ) from None
+    except SafetensorError as e:  # a damaged or truncated weight file
+        raise ValueError(f"could not load transformers model {name_or_path!r}: a .safetensors "
+                         f"file is damaged or truncated ({e}); save or download it again") from None
     p = Path(name_or_path)
     files = [f for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".gguf")] if p.is_dir() else []
     h = content_hash_of(files) if files else f"hub:{name_or_path}:{getattr(model.config, '_commit_hash', None)}"

@@ -255,7 +255,7 @@ def _check_hf_folder(path: Path, label: str, allow_pickle: bool) -> None:
     if not (path / "config.json").exists():
         raise ValueError(f"model {label}: {path} has no config.json; accepted: a transformers "
                          "folder written by save_pretrained or `tmbench export`")
-    weight_files(path, allow_pickle, label)
+    check_safetensors(weight_files(path, allow_pickle, label), label)
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json",
                                               "tokenizer.model", "vocab.json")):
         raise ValueError(f"model {label}: {path} has no tokenizer files (tokenizer.json or "
@@ -281,6 +281,22 @@ def weight_files(folder: Path, allow_pickle: bool = False, label: str = "") -> l
     hint = ("; it has pickled .bin weights: convert them to safetensors or pass "
             "allow_pickle: true if you trust their source") if pickled and not allow_pickle else ""
     raise ValueError(f"model {label}: no model.safetensors (or its index) in {folder}{hint}")
+
+
+def check_safetensors(files: list[Path], label: str) -> None:
+    """Each .safetensors file's header parses and its tensors cover the file exactly (reads the
+    header only), so a truncated download or copy is refused naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in files:
+        if f.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"model {label}: {f} is not a complete safetensors file ({e}); it "
+                             "may be truncated: save or download it again") from None
 
 
 def _read_json(path: Path, label: str) -> dict:
