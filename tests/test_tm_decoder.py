@@ -65,7 +65,7 @@ def test_batch_equals_one_by_one(model, guidance):
         assert one.info["agree_front_argmax"][0] == batch.info["agree_front_argmax"][i]
 
 
-def _two_pass_update(model, st, guidance, sigma_dyn, step):
+def _two_pass_update(model, st, guidance, sigma_dyn, step, inputs=None):
     """Guidance as two forwards: the full-mask pass, then the tail-only pass over the same
     cache (the way the decoder ran before both passes shared one batch)."""
     win, S = st.win, st.win.key_real.shape[1]
@@ -176,7 +176,9 @@ def test_trace_format(model):
     out = maturation(model, PROMPTS[:2], max_new_tokens=6, generator=gen(0), tail_len=K, trace=True,
                      trace_scales=(1.0, 20.0))
     for toks, tr in zip(out.tokens, out.info["trace"]):
-        assert set(tr) == {"entropy", "displacement", "cos_final", "top"}
+        assert set(tr) == {"entropy", "displacement", "cos_final", "top", "tail"}
+        assert set(tr["tail"]) == {"fed_norm", "train_norm", "copy", "distinct", "readable"}
+        assert all(len(tr["tail"][k]) == len(toks) for k in ("fed_norm", "copy", "readable"))
         assert set(tr["entropy"]) == {"1", "20"}
         for key in ("displacement", "cos_final"):
             assert len(tr[key]) == len(toks) and all(len(r) == K for r in tr[key])

@@ -226,6 +226,14 @@ class Trace(TypedDict):
         cos_final[t][i]       cos(z(i + 1), embedding of the committed token)
         top[t]                the top-5 token ids of the induced distribution of z(K)
 
+    ``tail`` holds the tail's health (DESIGN 3.4 item 8, ``tmbench.tm.health``), one entry per
+    committing step s of the sample: ``fed_norm[s]`` mean norm of the vectors the slots fed the
+    network (the forwarded slots), ``train_norm`` the mean norm of the tail inputs training
+    builds at the same maturities, ``copy[s]`` share of slots behind the front whose nearest
+    token equals the slot ahead's, ``distinct[s]`` distinct nearest tokens over K,
+    ``readable[s]`` share of slots whose prediction's nearest token equals the prediction with
+    the tail's nearest tokens fed as exact embeddings (text).
+
     ``scale`` keys are the trace scales written with ``f"{s:g}"`` (``"1"``, ``"20"``). Beside
     the trace, with or without ``trace=True``, the decoder writes
     ``Sample.info["agree_front_argmax"]``: the share of the sample's commits equal to the argmax
@@ -236,17 +244,22 @@ class Trace(TypedDict):
     displacement: list[list[float]]
     cos_final: list[list[float]]
     top: list[list[int]]
+    tail: dict[str, Any]
 
 
 class RunSpec(TypedDict):
     """What one run is: ``record["spec"]``. The run key is the hash of the fields that determine
-    its tokens (``tmbench.stages.record.key_part``): prompts, model, decoder name and resolved
-    params, seed, max_new_tokens, dtype, device type, and batch size only when timed."""
+    its tokens (``tmbench.stages.record.key_part``): prompts, model (with the code identity of
+    its implementation), decoder name, resolved params and code identity, seed,
+    max_new_tokens, dtype, device type, and batch size only when timed. A code identity
+    (``tmbench.registry.code_identity``) is ``{"package", "version", "object", "sha256"}``."""
 
     suite: dict[str, Any]  # {"name", "version"}
     prompts: dict[str, Any]  # {"hash", "n", "samples_per_prompt"}
-    model: dict[str, Any]  # the model's identity(): name, kind, source, content hash, ...
-    # {"name", "label", "params" (resolved), "defaults" (the decoder's own), "source"}
+    # the model's identity(): name, kind, source, content hash, ...; and "code": {"class":
+    # code identity of its implementation, "loader"?: of a registered model's loader}
+    model: dict[str, Any]
+    # {"name", "label", "params" (resolved), "defaults" (the decoder's own), "source", "code"}
     decoder: dict[str, Any]
     seed: int
     max_new_tokens: int
@@ -258,21 +271,25 @@ class RunSpec(TypedDict):
 
 
 class RunRecord(TypedDict, total=False):
-    """One ``record.json`` (schema ``tmbench.results.SCHEMA_VERSION``), written atomically."""
+    """One ``record.json`` (schema ``tmbench.results.SCHEMA_VERSION``), written atomically and
+    checked on every read by ``tmbench.schema.record_problem``."""
 
     schema_version: int
     key: str
     spec: RunSpec
     row: dict[str, str]  # {"model", "decoder" (label)}: how tables name the run
     protocol: dict[str, Any]  # prompt selection, continuation, RNG and context rules
-    environment: dict[str, Any]  # machine, library versions, fingerprint
+    # machine, library versions, fingerprint, "plugins": {package: version} of the non-tmbench
+    # code that shaped the run
+    environment: dict[str, Any]
     created: str
     # {"generation_s", "scoring_s" (metric compute), "load_s" (judges and featurizers loaded
     # while scoring), "batches", "memory_backoff", "peak_memory", "world_size"?}
     timings: dict[str, Any]
     # metric key -> {"value", "per_sample", "higher_is_better", "meta", "metric", "metric_id"}
     metrics: dict[str, dict[str, Any]]
-    # metric id -> {"name", "params", "status" ("ok" | "skipped"), "reason"?, "scoring_s", "load_s"}
+    # metric id -> {"name", "params", "status" ("ok" | "skipped"), "reason"?, "scoring_s", "load_s",
+    # "code" (the metric's code identity: a changed one is rescored on the stored samples)}
     metric_runs: dict[str, dict[str, Any]]
     skipped_metrics: dict[str, str]
     notes: list[str]

@@ -7,7 +7,10 @@ final prediction, DESIGN 3.3).
 
 Keys (per sample = mean over the sample's committed tokens; value = mean over samples):
 ``entropy_first[scale=S]``, ``entropy_final[scale=S]``, ``displacement_first``,
-``displacement_final``, ``cos_final_first``, ``cos_final_last``, ``agree_front_argmax``. Mean
+``displacement_final``, ``cos_final_first``, ``cos_final_last``, ``agree_front_argmax``, and
+the tail health of DESIGN 3.4 item 8 (``tmbench.tm.health``; per sample = mean over its
+committing steps): ``tail_norm_ratio``, ``tail_copy_rate``, ``tail_readability``,
+``tail_distinct``. Mean
 curves over the update index are in ``meta["curve"]`` of the ``entropy_final`` /
 ``displacement_final`` / ``cos_final_last`` keys.
 
@@ -26,12 +29,17 @@ from tmbench.types import MetricContext, Sample, Score, metric_key
 
 
 def dynamics(samples: list[Sample], *, ctx: MetricContext) -> dict[str, Score]:
+    """Maturation dynamics of TM runs: tail entropy, displacement, front agreement (DESIGN 3.3).
+
+    From the ``maturation`` decoder's trace (Naparstek, arXiv 2601.04854); other runs give
+    nothing."""
     traces = [s.info.get("trace") for s in samples]
     if getattr(ctx.model, "kind", None) != "tm" or not samples:
         return {}
     out: dict[str, Score] = {}
     if any(traces):
         out.update(_trace_scores(traces, ctx))
+        out.update(_tail_scores(traces))
     else:
         ctx.notes.append("no maturation trace in these samples (decode with trace=true)")
     agree = [s.info.get("agree_front_argmax") for s in samples]
@@ -97,4 +105,41 @@ def _trace_scores(traces: list[dict | None], ctx: MetricContext) -> dict[str, Sc
                                               "mean": curve, "n": counts}}
         out[first] = _score(_per_sample(rows, lambda r: r[0]), meta)
         out[last] = _score(_per_sample(rows, lambda r: r[-1]), meta)
+    return out
+
+
+TAIL = {  # key: (trace field, definition)
+    "tail_copy_rate": ("copy", "share of tail slots behind the front whose nearest token equals "
+                               "that of the slot ahead (collapse = 1)"),
+    "tail_readability": ("readable", "share of tail slots whose prediction's nearest token equals "
+                                     "the prediction with the tail's nearest tokens fed as exact "
+                                     "embeddings (as text); under readout next the front slot, "
+                                     "read from committed history, is left out"),
+    "tail_distinct": ("distinct", "distinct nearest tokens over the tail's slots, as a share of "
+                                  "K, averaged over steps"),
+}
+
+
+def _tail_scores(traces: list[dict | None]) -> dict[str, Score]:
+    """Tail health from the traces' ``tail`` entries (decoders that record none give none)."""
+    tails = [(t or {}).get("tail") for t in traces]
+    if not tails or not all(tails):
+        return {}
+    out: dict[str, Score] = {}
+
+    def mean(xs):
+        xs = [x for x in xs if x == x]
+        return float(np.mean(xs)) if xs else float("nan")
+
+    per = [mean(t["fed_norm"]) / t["train_norm"] if t.get("train_norm") else float("nan")
+           for t in tails]
+    if any(p == p for p in per):
+        out["tail_norm_ratio"] = _score(per, {
+            "definition": "mean norm of the vectors fed back as tail inputs over the mean norm "
+                          "of the tail inputs training builds (alpha e + (1 - alpha) n); "
+                          "healthy near 1"})
+    for key, (field, what) in TAIL.items():
+        per = [mean(t[field]) for t in tails]
+        if any(p == p for p in per):
+            out[key] = _score(per, {"definition": what})
     return out

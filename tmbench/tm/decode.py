@@ -43,10 +43,11 @@ ETA = {
     "one": lambda a: torch.ones_like(a),  # jump to the prediction (no averaging)
 }
 EMBRYOS = ("gaussian", "zeros")
+FEEDS = ("state", "expected", "nearest")
 
 
 def _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance, eta_schedule,
-                  embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales):
+                  embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales, feed):
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty token lists")
     check("max_new_tokens", max_new_tokens, 1, integer=True)
@@ -58,6 +59,8 @@ def _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance,
     check("sigma_dyn", sigma_dyn, 0)
     if eta_schedule not in ETA:
         raise ValueError(f"eta_schedule must be one of {', '.join(ETA)}, got {eta_schedule!r}")
+    if feed not in FEEDS:
+        raise ValueError(f"feed must be one of {', '.join(FEEDS)}, got {feed!r}")
     if embryo not in EMBRYOS:
         raise ValueError(f"embryo must be one of {', '.join(EMBRYOS)}, got {embryo!r}")
     for name, v in (("sample_commit", sample_commit), ("trace", trace)):
@@ -186,22 +189,54 @@ def init_state(model, prompts: list[list[int]], generator, K: int, alpha_max: fl
     return State(win, embryos(K).to(model.dtype), alpha, eta, embryos, noise)
 
 
-def update(model, st: State, guidance: float, sigma_dyn: float, step: int):
+def fed(model, st: State, feed: str) -> torch.Tensor:
+    """(B, K, d) what the tail slots pass on as the network's input: the state itself
+    (``state``, the paper's literal reading), alpha times the state's expected embedding under
+    the induced distribution (``expected``) or alpha times its nearest embedding (``nearest``);
+    the last two are inputs of the form training builds, alpha * e."""
+    if feed == "state":
+        return st.tail
+    a = st.alpha[None, :, None]  # (1, K, 1)
+    if feed == "expected":
+        return (a * model.expected_embedding(st.tail)).to(st.tail.dtype)
+    return (a * model.emb[model.nearest(st.tail)].float()).to(st.tail.dtype)
+
+
+def _forward(model, st: State, inputs: torch.Tensor, guidance: float, as_text: bool = False):
+    """One tail forward (both guidance passes in one batch of 2B rows when s != 1); returns
+    z_hat (B, K, d) and the cache extended by the forwarded positions."""
+    win, B = st.win, inputs.shape[0]
+    if win.copies == 1:  # no guidance: the window holds one cache copy per row
+        return model.tail_step(win.pending, inputs, st.alpha, win.key_real, win.positions,
+                               win.cache, as_text=as_text)
+    only = torch.arange(2 * B, device=inputs.device) >= B  # (2B,) the unguided pass
+    z, cache = model.tail_step(win.pending, torch.cat([inputs, inputs]), st.alpha, win.key_real,
+                               win.positions, win.cache, tail_only=only & (not as_text),
+                               as_text=as_text)
+    z_c, z_u = z[:B], z[B:]
+    return (z_c if as_text else z_u + guidance * (z_c - z_u)), cache
+
+
+def as_text_prediction(model, st: State, guidance: float) -> torch.Tensor:
+    """(B, K) nearest tokens of the predictions the model makes when the tail's own nearest
+    tokens enter as exact embeddings, read as committed text (``tail_readability``'s
+    reference). Runs on the window's cache and crops it back, so the step is unchanged."""
+    text = model.emb[model.nearest(st.tail)].to(st.tail.dtype)  # (B, K, d)
+    z, cache = _forward(model, st, text, guidance, as_text=True)
+    st.win.keep_prefix(cache)
+    return model.nearest(z)
+
+
+def update(model, st: State, guidance: float, sigma_dyn: float, step: int,
+           inputs: torch.Tensor | None = None):
     """DESIGN 3.4 steps 3, 4 and 6: one forward over the tail (with guidance s != 1, of both
     passes in one batch, the second under the tail-only mask: z_hat = z_u + s * (z_c - z_u));
     then every slot moves toward its prediction, z <- z + eta(alpha) * (z_hat - z), plus noise
-    of norm about sigma_dyn * R. Returns z_hat (B, K, d) and the cache extended by this step's
-    positions."""
-    win, (B, K, _) = st.win, st.tail.shape
-    if guidance == 1.0:
-        z_hat, cache = model.tail_step(win.pending, st.tail, st.alpha, win.key_real,
-                                       win.positions, win.cache)
-    else:
-        only = torch.arange(2 * B, device=st.tail.device) >= B  # (2B,) the unguided pass
-        z, cache = model.tail_step(win.pending, torch.cat([st.tail, st.tail]), st.alpha,
-                                   win.key_real, win.positions, win.cache, tail_only=only)
-        z_c, z_u = z[:B], z[B:]
-        z_hat = z_u + guidance * (z_c - z_u)  # (B, K, d)
+    of norm about sigma_dyn * R. ``inputs`` (B, K, d): what the slots feed the network (see
+    :func:`fed`; default the states). Returns z_hat (B, K, d) and the cache extended by this
+    step's positions."""
+    (B, K, _) = st.tail.shape
+    z_hat, cache = _forward(model, st, st.tail if inputs is None else inputs, guidance)
     check_finite(z_hat.flatten(1), model.name, f"in the tail predictions at maturation step {step}")
     new = st.tail + st.eta * (z_hat - st.tail)  # (B, K, d)
     if sigma_dyn > 0:
@@ -239,7 +274,7 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
                tail_len: int = 16, alpha_max: float = 0.75, guidance: float = 1.0,
                eta_schedule: str = "alpha", embryo: str = "gaussian", sigma_embryo: float = 0.1,
                sigma_dyn: float = 0.0, sample_commit: bool = False, trace: bool = False,
-               trace_scales: Sequence[float] = (1.0, 20.0)) -> DecodeOutput:
+               trace_scales: Sequence[float] = (1.0, 20.0), feed: str = "state") -> DecodeOutput:
     """Token Maturation decoding of a batch of prompts (left-padded internally).
 
     tail_len K: slots in the tail (1 .. context - 1; K > the model's k_max reuses the k_max
@@ -248,8 +283,10 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     step size from maturity (alpha | sqrt | one); embryo: initial tail vectors (gaussian of
     norm sigma_embryo * R, or zeros); sigma_dyn: Gaussian noise of norm ~sigma_dyn * R added
     to every update; sample_commit: draw the committed token from the induced distribution
-    (model logit scale) instead of the nearest embedding; trace: record the dynamics (see
-    below).
+    (model logit scale) instead of the nearest embedding; trace: record the dynamics and the
+    tail's health (see below; the health needs one more forward per step); feed: what a tail
+    slot passes on as input (``state``: the state itself; ``expected``: alpha x its expected
+    embedding; ``nearest``: alpha x its nearest embedding).
     ``generator``: one torch.Generator, or one per prompt (then a row never depends on the
     batch). Defaults are deterministic given the generator (the embryos are its only draw).
 
@@ -259,7 +296,7 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     :class:`tmbench.types.Trace` (the format is described there).
     """
     _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance, eta_schedule,
-                  embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales)
+                  embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales, feed)
     B, K = len(prompts), tail_len
     st = init_state(model, prompts, generator, K, alpha_max, eta_schedule, embryo, sigma_embryo,
                     guided=guidance != 1.0)
@@ -269,13 +306,18 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     agree = torch.zeros(B)
 
     for step in range(K - 1 + max_new_tokens):
-        old = st.tail
-        z_hat, cache = update(model, st, guidance, sigma_dyn, step)
+        old, inputs = st.tail, fed(model, st, feed)
+        committing = step >= K - 1
+        text_tok = (as_text_prediction(model, st, guidance)
+                    if rec is not None and committing else None)
+        z_hat, cache = update(model, st, guidance, sigma_dyn, step, inputs)
         if rec is not None:
             rec.update(old, st.tail)
-        if step < K - 1:  # step 2, warm-up: no commitment, so every token gets K updates
+        if not committing:  # step 2, warm-up: no commitment, so every token gets K updates
             st.win.keep_prefix(cache)
             continue
+        if rec is not None:
+            rec.health(inputs, st.tail, z_hat, text_tok, st.alpha, sigma_embryo, ~done)
         tok, pred = commit(model, st, sample_commit, z_hat[:, 0])
         live = (~done).cpu()
         agree += (live & (tok == pred).cpu()).float()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from tmbench.tm.health import agree_share, copy_share, distinct_share
 from tmbench.types import Trace
 
 
@@ -21,7 +22,8 @@ class Recorder:
         self.hist: list[list[dict]] = [[] for _ in range(K)]  # per slot: per-update records
         self.traces: list[Trace] = [
             {"entropy": {f"{s:g}": [] for s in scales}, "displacement": [], "cos_final": [],
-             "top": []} for _ in range(B)]
+             "top": [], "tail": {"fed_norm": [], "train_norm": None, "copy": [],
+                                 "distinct": [], "readable": []}} for _ in range(B)]
 
     def update(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """Append this update's entropies, displacement and state to every slot's history.
@@ -51,3 +53,27 @@ class Recorder:
             t["cos_final"].append(cos[b].tolist())
             t["top"].append(top[b].tolist())
         self.hist.append([])
+
+    def health(self, inputs: torch.Tensor, states: torch.Tensor, z_hat: torch.Tensor,
+               text_tok: torch.Tensor, alpha: torch.Tensor, sigma_embryo: float,
+               live: torch.Tensor) -> None:
+        """One committing step's tail health (``tmbench.tm.health``), per live row (B,) bool.
+        inputs (B, K, d): what the slots fed the network this step; states (B, K, d): the tail
+        after the update; z_hat (B, K, d): the predictions; text_tok (B, K): the predictions'
+        tokens with the tail's nearest tokens fed as exact embeddings; alpha (K,) maturity."""
+        m, shift = self.model, self.model.readout_shift
+        n_fed = inputs.shape[1] - shift  # under ``next`` the newest slot is not forwarded
+        norm = inputs[:, :n_fed].float().norm(dim=-1).mean(-1) if n_fed else None  # (B,)
+        ref = float(m.training_tail_norm(alpha[:n_fed], sigma_embryo).mean()) if n_fed else None
+        tok = m.nearest(states)  # (B, K)
+        # under ``next`` the front slot's prediction is read from committed history only
+        readable = agree_share(m.nearest(z_hat), text_tok, first=shift)
+        copy, distinct = copy_share(tok), distinct_share(tok)
+        for b in torch.nonzero(live.cpu())[:, 0].tolist():
+            t = self.traces[b]["tail"]
+            t["train_norm"] = ref
+            if norm is not None:
+                t["fed_norm"].append(float(norm[b]))
+            t["copy"].append(float(copy[b]))
+            t["distinct"].append(float(distinct[b]))
+            t["readable"].append(float(readable[b]))
