@@ -31,9 +31,9 @@ def make(readout="next", conditioning=True, **tm) -> MaturationModel:
 
 
 def samples_of(r) -> list[Sample]:
-    return [Sample(i, 0, "", [], "", t, "", {"trace": tr, "agree_front_argmax": a})
-            for i, (t, tr, a) in enumerate(zip(r.tokens, r.info["trace"],
-                                                r.info["agree_front_argmax"]))]
+    return [Sample(i, 0, "", [], "", t, "", {"tail": h, "agree_front_argmax": a})
+            for i, (t, h, a) in enumerate(zip(r.tokens, r.info["tail"],
+                                               r.info["agree_front_argmax"]))]
 
 
 def ctx(m) -> MetricContext:
@@ -100,10 +100,12 @@ def test_trace_and_health_do_not_change_tokens(readout, feed):
         kw = dict(max_new_tokens=10, tail_len=4, feed=feed, guidance=guidance)
         a = maturation(m, PROMPTS, generator=gen(3), **kw)
         b = maturation(m, PROMPTS, generator=gen(3), trace=True, **kw)
+        c = maturation(m, PROMPTS, generator=gen(3), health=True, **kw)
+        assert c.tokens == a.tokens and c.info["tail"] == b.info["tail"]
+        assert "trace" not in c.info
         assert a.tokens == b.tokens
         assert a.info["agree_front_argmax"] == b.info["agree_front_argmax"]
-        for t, toks in zip(b.info["trace"], b.tokens):
-            h = t["tail"]
+        for h, toks in zip(b.info["tail"], b.tokens):
             assert len(h["copy"]) == len(h["readable"]) == len(h["distinct"]) == len(toks)
             assert all(0 <= x <= 1 for x in h["copy"] + h["readable"] + h["distinct"])
 
@@ -124,13 +126,12 @@ def test_readability_is_one_when_the_tail_reads_as_text():
     m = make(conditioning=False)
     r = maturation(m, PROMPTS, generator=gen(1), max_new_tokens=8, tail_len=2, alpha_max=1.0,
                    feed="nearest", trace=True)
-    for t in r.info["trace"]:
-        assert t["tail"]["readable"] == [1.0] * len(t["tail"]["readable"])
+    for h in r.info["tail"]:
+        assert h["readable"] == [1.0] * len(h["readable"])
     # the same model fed its raw states (noise-mixed vectors) does not read them as text
     s = maturation(m, PROMPTS, generator=gen(1), max_new_tokens=8, tail_len=2, alpha_max=0.5,
-                   feed="state", trace=True)
-    assert min(sum(t["tail"]["readable"]) / len(t["tail"]["readable"])
-               for t in s.info["trace"]) < 1.0
+                   feed="state", health=True)
+    assert min(sum(h["readable"]) / len(h["readable"]) for h in s.info["tail"]) < 1.0
 
 
 def test_norm_ratio_of_nearest_feed_by_hand():
@@ -148,11 +149,11 @@ def test_norm_ratio_of_nearest_feed_by_hand():
 
 def test_dynamics_metric_has_the_four_health_keys():
     m = make()
-    r = maturation(m, PROMPTS, generator=gen(1), max_new_tokens=6, tail_len=4, trace=True)
+    r = maturation(m, PROMPTS, generator=gen(1), max_new_tokens=6, tail_len=4, health=True)
     scores = dynamics(samples_of(r), ctx=ctx(m))
     for key in ("tail_norm_ratio", "tail_copy_rate", "tail_readability", "tail_distinct"):
         assert key in scores and len(scores[key].per_sample) == 3
-    t = r.info["trace"][0]["tail"]
+    t = r.info["tail"][0]
     assert scores["tail_copy_rate"].per_sample[0] == pytest.approx(sum(t["copy"]) / len(t["copy"]))
     want = sum(t["fed_norm"]) / len(t["fed_norm"]) / t["train_norm"]
     assert scores["tail_norm_ratio"].per_sample[0] == pytest.approx(want)

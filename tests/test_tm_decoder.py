@@ -175,10 +175,10 @@ def test_trace_format(model):
     K = 4
     out = maturation(model, PROMPTS[:2], max_new_tokens=6, generator=gen(0), tail_len=K, trace=True,
                      trace_scales=(1.0, 20.0))
-    for toks, tr in zip(out.tokens, out.info["trace"]):
-        assert set(tr) == {"entropy", "displacement", "cos_final", "top", "tail"}
-        assert set(tr["tail"]) == {"fed_norm", "train_norm", "copy", "distinct", "readable"}
-        assert all(len(tr["tail"][k]) == len(toks) for k in ("fed_norm", "copy", "readable"))
+    for toks, tr, h in zip(out.tokens, out.info["trace"], out.info["tail"]):
+        assert set(tr) == {"entropy", "displacement", "cos_final", "top"}
+        assert set(h) == {"fed_norm", "train_norm", "copy", "distinct", "readable"}
+        assert all(len(h[k]) == len(toks) for k in ("fed_norm", "copy", "readable"))
         assert set(tr["entropy"]) == {"1", "20"}
         for key in ("displacement", "cos_final"):
             assert len(tr[key]) == len(toks) and all(len(r) == K for r in tr[key])

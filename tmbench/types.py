@@ -226,14 +226,6 @@ class Trace(TypedDict):
         cos_final[t][i]       cos(z(i + 1), embedding of the committed token)
         top[t]                the top-5 token ids of the induced distribution of z(K)
 
-    ``tail`` holds the tail's health (DESIGN 3.4 item 8, ``tmbench.tm.health``), one entry per
-    committing step s of the sample: ``fed_norm[s]`` mean norm of the vectors the slots fed the
-    network (the forwarded slots), ``train_norm`` the mean norm of the tail inputs training
-    builds at the same maturities, ``copy[s]`` share of slots behind the front whose nearest
-    token equals the slot ahead's, ``distinct[s]`` distinct nearest tokens over K,
-    ``readable[s]`` share of slots whose prediction's nearest token equals the prediction with
-    the tail's nearest tokens fed as exact embeddings (text).
-
     ``scale`` keys are the trace scales written with ``f"{s:g}"`` (``"1"``, ``"20"``). Beside
     the trace, with or without ``trace=True``, the decoder writes
     ``Sample.info["agree_front_argmax"]``: the share of the sample's commits equal to the argmax
@@ -244,7 +236,20 @@ class Trace(TypedDict):
     displacement: list[list[float]]
     cos_final: list[list[float]]
     top: list[list[int]]
-    tail: dict[str, Any]
+
+
+class TailHealth(TypedDict):
+    """The tail's health (DESIGN 3.4 item 8, ``tmbench.tm.health``), which the ``maturation``
+    decoder records with ``trace=True`` or ``health=True``, per sample, in
+    ``Sample.info["tail"]``; one entry per committing step s of the sample."""
+
+    fed_norm: list[float]  # mean norm of the vectors the slots fed the network (forwarded slots)
+    train_norm: float | None  # mean norm of the tail inputs training builds at those maturities
+    copy: list[float]  # share of slots behind the front whose nearest token = the slot ahead's
+    distinct: list[float]  # distinct nearest tokens over K
+    # share of slots whose prediction's nearest token equals the prediction with the tail's
+    # nearest tokens fed as exact embeddings (as text)
+    readable: list[float]
 
 
 class RunSpec(TypedDict):

@@ -1,7 +1,8 @@
 """Maturation dynamics (TM runs only; any other run returns nothing).
 
 Reads what the ``maturation`` decoder writes with ``trace=True``: per sample, a
-:class:`tmbench.types.Trace` in ``Sample.info["trace"]`` (the format is described there), and
+:class:`tmbench.types.Trace` in ``Sample.info["trace"]`` (the format is described there), a
+:class:`tmbench.types.TailHealth` in ``Sample.info["tail"]`` (also with ``health=True``), and
 ``Sample.info["agree_front_argmax"]`` (share of commits equal to the argmax of the front slot's
 final prediction, DESIGN 3.3).
 
@@ -37,10 +38,12 @@ def dynamics(samples: list[Sample], *, ctx: MetricContext) -> dict[str, Score]:
     if getattr(ctx.model, "kind", None) != "tm" or not samples:
         return {}
     out: dict[str, Score] = {}
+    tails = [s.info.get("tail") for s in samples]
+    if all(tails):
+        out.update(_tail_scores(tails))
     if any(traces):
         out.update(_trace_scores(traces, ctx))
-        out.update(_tail_scores(traces))
-    else:
+    elif not all(tails):
         ctx.notes.append("no maturation trace in these samples (decode with trace=true)")
     agree = [s.info.get("agree_front_argmax") for s in samples]
     if all(a is not None for a in agree):
@@ -120,11 +123,8 @@ TAIL = {  # key: (trace field, definition)
 }
 
 
-def _tail_scores(traces: list[dict | None]) -> dict[str, Score]:
-    """Tail health from the traces' ``tail`` entries (decoders that record none give none)."""
-    tails = [(t or {}).get("tail") for t in traces]
-    if not tails or not all(tails):
-        return {}
+def _tail_scores(tails: list[dict]) -> dict[str, Score]:
+    """Tail health from the samples' ``info["tail"]`` (:class:`tmbench.types.TailHealth`)."""
     out: dict[str, Score] = {}
 
     def mean(xs):

@@ -34,7 +34,7 @@ import torch
 
 from tmbench.decoders._loop import check
 from tmbench.models.base import check_finite
-from tmbench.tm.trace import Recorder
+from tmbench.tm.trace import Recorder, TailHealth
 from tmbench.types import DecodeOutput, model_kind
 
 ETA = {
@@ -274,7 +274,8 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
                tail_len: int = 16, alpha_max: float = 0.75, guidance: float = 1.0,
                eta_schedule: str = "alpha", embryo: str = "gaussian", sigma_embryo: float = 0.1,
                sigma_dyn: float = 0.0, sample_commit: bool = False, trace: bool = False,
-               trace_scales: Sequence[float] = (1.0, 20.0), feed: str = "state") -> DecodeOutput:
+               trace_scales: Sequence[float] = (1.0, 20.0), feed: str = "state",
+               health: bool = False) -> DecodeOutput:
     """Token Maturation decoding of a batch of prompts (left-padded internally).
 
     tail_len K: slots in the tail (1 .. context - 1; K > the model's k_max reuses the k_max
@@ -284,7 +285,8 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     norm sigma_embryo * R, or zeros); sigma_dyn: Gaussian noise of norm ~sigma_dyn * R added
     to every update; sample_commit: draw the committed token from the induced distribution
     (model logit scale) instead of the nearest embedding; trace: record the dynamics and the
-    tail's health (see below; the health needs one more forward per step); feed: what a tail
+    tail's health (see below); health: record the tail's health only (it needs one more
+    forward per step); feed: what a tail
     slot passes on as input (``state``: the state itself; ``expected``: alpha x its expected
     embedding; ``nearest``: alpha x its nearest embedding).
     ``generator``: one torch.Generator, or one per prompt (then a row never depends on the
@@ -293,14 +295,18 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     Returns ``DecodeOutput(tokens, info)``; tokens stop at (and include) EOS. info
     ``agree_front_argmax``: per sample, the share of commits equal to the argmax of the front
     slot's final prediction z_hat. With ``trace``, info ``trace``: per sample, a
-    :class:`tmbench.types.Trace` (the format is described there).
+    :class:`tmbench.types.Trace` (the format is described there). With ``trace`` or
+    ``health``, info ``tail``: per sample, a :class:`tmbench.types.TailHealth`.
     """
     _check_params(model, prompts, max_new_tokens, tail_len, alpha_max, guidance, eta_schedule,
                   embryo, sigma_embryo, sigma_dyn, sample_commit, trace, trace_scales, feed)
+    if not isinstance(health, bool):
+        raise ValueError(f"health must be true or false, got {health!r}")
     B, K = len(prompts), tail_len
     st = init_state(model, prompts, generator, K, alpha_max, eta_schedule, embryo, sigma_embryo,
                     guided=guidance != 1.0)
     rec = Recorder(model, B, K, [float(s) for s in trace_scales]) if trace else None
+    tails = TailHealth(model, B) if trace or health else None
     out = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=model.device)
     agree = torch.zeros(B)
@@ -309,15 +315,15 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
         old, inputs = st.tail, fed(model, st, feed)
         committing = step >= K - 1
         text_tok = (as_text_prediction(model, st, guidance)
-                    if rec is not None and committing else None)
+                    if tails is not None and committing else None)
         z_hat, cache = update(model, st, guidance, sigma_dyn, step, inputs)
         if rec is not None:
             rec.update(old, st.tail)
         if not committing:  # step 2, warm-up: no commitment, so every token gets K updates
             st.win.keep_prefix(cache)
             continue
-        if rec is not None:
-            rec.health(inputs, st.tail, z_hat, text_tok, st.alpha, sigma_embryo, ~done)
+        if tails is not None:
+            tails.health(inputs, st.tail, z_hat, text_tok, st.alpha, sigma_embryo, ~done)
         tok, pred = commit(model, st, sample_commit, z_hat[:, 0])
         live = (~done).cpu()
         agree += (live & (tok == pred).cpu()).float()
@@ -334,4 +340,6 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
     info = {"agree_front_argmax": [float(agree[b]) / max(1, len(out[b])) for b in range(B)]}
     if trace:
         info["trace"] = rec.traces
+    if tails is not None:
+        info["tail"] = tails.rows
     return DecodeOutput(out, info)

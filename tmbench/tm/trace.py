@@ -22,8 +22,7 @@ class Recorder:
         self.hist: list[list[dict]] = [[] for _ in range(K)]  # per slot: per-update records
         self.traces: list[Trace] = [
             {"entropy": {f"{s:g}": [] for s in scales}, "displacement": [], "cos_final": [],
-             "top": [], "tail": {"fed_norm": [], "train_norm": None, "copy": [],
-                                 "distinct": [], "readable": []}} for _ in range(B)]
+             "top": []} for _ in range(B)]
 
     def update(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """Append this update's entropies, displacement and state to every slot's history.
@@ -54,6 +53,16 @@ class Recorder:
             t["top"].append(top[b].tolist())
         self.hist.append([])
 
+
+class TailHealth:
+    """Per sample, the tail's health at every committing step (``Sample.info["tail"]``; the
+    format is described in :class:`tmbench.types.TailHealth`)."""
+
+    def __init__(self, model, B: int):
+        self.model = model
+        self.rows = [{"fed_norm": [], "train_norm": None, "copy": [], "distinct": [],
+                      "readable": []} for _ in range(B)]
+
     def health(self, inputs: torch.Tensor, states: torch.Tensor, z_hat: torch.Tensor,
                text_tok: torch.Tensor, alpha: torch.Tensor, sigma_embryo: float,
                live: torch.Tensor) -> None:
@@ -70,7 +79,7 @@ class Recorder:
         readable = agree_share(m.nearest(z_hat), text_tok, first=shift)
         copy, distinct = copy_share(tok), distinct_share(tok)
         for b in torch.nonzero(live.cpu())[:, 0].tolist():
-            t = self.traces[b]["tail"]
+            t = self.rows[b]
             t["train_norm"] = ref
             if norm is not None:
                 t["fed_norm"].append(float(norm[b]))
