@@ -111,3 +111,43 @@ def test_nan_in_tm_vectors_stops_with_model_step_and_rows():
                 break
     with pytest.raises(NonFiniteError, match="produced NaN/inf in the tail predictions at maturation step 0"):
         maturation(tm, [[1, 2, 3], [4, 5]], max_new_tokens=3, generator=torch.Generator(), tail_len=4)
+
+
+RESIZE = """name: resize
+version: 1
+dataset: {source: bbc, split: test, n_prompts: 32, prompt_len: 6, reference_len: 12}
+max_new_tokens: 4
+batch_size: BS
+seeds: [0]
+models: [toy-random]
+human_row: false
+decoders: [{name: top_k, label: top-k, params: {k: 20}}]
+metrics: [{name: repetition}]
+"""
+
+
+@pytest.fixture(scope="module")
+def resize_reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resize")
+    (tmp / "s.yaml").write_text(RESIZE.replace("BS", "8"))
+    cli(["run", "--suite", "s.yaml", "--out", "runs", "--no-progress", "--threads", "1"], tmp)
+    return content(tmp / "runs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before,fault,after", [(4, "batch:2", 8), (8, "batch:1", 3),
+                                                (5, "batch:3", 7)])
+def test_resume_at_another_batch_size_generates_exactly_the_missing_prompts(
+        tmp_path, resize_reference, before, fault, after):
+    """The run key leaves out the batch size where it cannot change tokens, so a run cut at one
+    batch size resumes at another: it generates exactly the prompts the partial file lacks, and
+    the record equals a clean run's (every prompt once, in order)."""
+    args = ["run", "--suite", "s.yaml", "--out", "runs", "--no-progress", "--threads", "1"]
+    (tmp_path / "s.yaml").write_text(RESIZE.replace("BS", str(before)))
+    assert cli(args, tmp_path, fault=fault, check=False).returncode == -9
+    (tmp_path / "s.yaml").write_text(RESIZE.replace("BS", str(after)))
+    cli(args, tmp_path)
+    (path,) = (tmp_path / "runs").glob("*/v*/*/record.json")
+    rec = json.loads(path.read_text())
+    assert [s["prompt_index"] for s in rec["samples"]] == list(range(32))
+    assert content(tmp_path / "runs") == resize_reference

@@ -283,3 +283,47 @@ metrics: [{name: gen_ppl, params: {judge: toy-random}}]
     rec = read_record(rec_path)
     assert rec["spec"]["dtype"] == "bfloat16"
     assert rec["judges"]["toy-random"]["dtype"] == "float32"
+
+
+CUT = {"batches": 0, "after": None}
+
+
+@register_decoder("test_cut")
+@model_kind("ar")
+def cut_decoder(model, prompts, *, max_new_tokens, generator):
+    """test_sample, but the batch after CUT["after"] finished ones raises KeyboardInterrupt (a
+    run stopped mid-way; the plan's two-token dry run is not a batch)."""
+    if max_new_tokens > 2:
+        if CUT["batches"] == CUT["after"]:
+            raise KeyboardInterrupt
+        CUT["batches"] += 1
+    return sample_decoder(model, prompts, max_new_tokens=max_new_tokens, generator=generator)
+
+
+@pytest.mark.parametrize("before,cut,after", [(4, 2, 8), (8, 1, 3), (5, 2, 7)])
+def test_resume_at_another_batch_size_generates_exactly_the_missing_prompts(
+        tmp_path, before, cut, after):
+    """Untimed suites leave the batch size out of the run key, so a run stopped at one batch
+    size resumes at another: only the prompts the partial file lacks are generated, and the
+    record equals a clean run's, every prompt once and in order."""
+    p = tmp_path / "r.yaml"
+    p.write_text(SUITE.replace("n_prompts: 3", "n_prompts: 12").replace(
+        "models: [toy-random]", "models: [toy-random]\nhuman_row: false"))
+    base = load_suite(str(p))
+
+    def run(bs, out, after=None):
+        CUT.update(batches=0, after=after)
+        s = base.__class__(**{**base.__dict__, "batch_sizes": (bs,)})
+        Runner(s, out, progress=False, log=lambda *a: None).run(decoders=["test_cut"], seeds=[1])
+        return read_record(records(out)[0])
+
+    with pytest.raises(KeyboardInterrupt):
+        run(before, tmp_path / "res", after=cut)
+    (folder,) = (tmp_path / "res").glob("*/v*/*")
+    assert not (folder / "record.json").exists() and (folder / "partial.jsonl").exists()
+    got, clean = run(after, tmp_path / "res"), run(after, tmp_path / "clean")
+    assert [s["prompt_index"] for s in got["samples"]] == list(range(12))
+    assert got["samples"] == clean["samples"] and got["metrics"] == clean["metrics"]
+    assert sorted(b["start"] for b in got["timings"]["batches"]) == \
+        [b["start"] for b in got["timings"]["batches"]]
+    assert sum(b["size"] for b in got["timings"]["batches"]) == 12

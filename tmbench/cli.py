@@ -244,6 +244,15 @@ COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "leaderboard": c
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; SIGTERM stops it as Ctrl-C does (:mod:`tmbench.interrupt`)."""
+    from tmbench.interrupt import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         handler = COMMANDS.get(args.cmd) or getattr(args, "handler", None)
@@ -264,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:  # NonFiniteError: a model produced NaN/inf
         print(f"tmbench: numeric error: {e}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("tmbench: interrupted; finished batches are kept and the run resumes next time",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (tmbench.interrupt.Terminated)
+        from tmbench.interrupt import exit_status, message
+
+        print(message(e, getattr(args, "cmd", None)), file=sys.stderr)
+        return exit_status(e)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -115,37 +116,85 @@ def read_partial(path: Path, warn=print) -> dict[int, dict[str, Any]]:
     return out
 
 
-class RunLock:
-    """An exclusive claim on a run folder (O_EXCL lock file holding the owner's pid).
+try:  # POSIX: an advisory lock that the kernel drops when its process dies, however it dies
+    import fcntl
+except ImportError:  # Windows: the pid-file fallback of RunLock
+    fcntl = None
 
-    A lock whose process no longer exists is stale and is taken over.
+
+class RunLock:
+    """An exclusive claim on a run folder: its ``.lock`` file, holding the owner's pid (for
+    messages), locked with ``fcntl.flock`` and kept open for as long as the run lasts.
+
+    The kernel drops a flock when its holder dies (SIGKILL included), so a lock file a dead
+    process left behind is simply locked again: there is no stale-lock takeover to race on, and
+    no moment when the file exists but its lock is up for grabs. Release unlinks the file while
+    still holding it; a process that opened the file before the unlink and locks it after sees
+    that the path no longer names its file, and tries again on the path's new file.
+
+    Without fcntl (Windows) the lock is the file itself: it appears with the pid already inside
+    (a hard link of a written temp file, which fails if the lock exists), and a lock whose pid
+    is no longer alive is stale and taken over; two processes taking over the same stale lock
+    at the same instant can both succeed there.
     """
 
     def __init__(self, folder: Path):
         self.path = folder / ".lock"
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> bool:
+        """Take the lock if no live process holds it (False: another one does)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        if fcntl is None:
+            return self._acquire_file()
+        for _ in range(100):  # each retry means another holder released between open and lock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                st, mine = os.stat(self.path), os.fstat(fd)
+                same = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._fd, self.held = fd, True
+                return True
+            os.close(fd)  # locked a file its holder had unlinked on release
+        return False
+
+    def _acquire_file(self) -> bool:
+        for _ in range(2):
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lock.", suffix=".tmp")
+            try:
                 os.write(fd, str(os.getpid()).encode())
                 os.close(fd)
+                os.link(tmp, self.path)  # atomic; the pid is inside before anyone can read it
                 self.held = True
                 return True
             except FileExistsError:
                 if not self._stale():
                     return False
                 self.path.unlink(missing_ok=True)
+            finally:
+                os.unlink(tmp)
         return False
 
-    def _stale(self) -> bool:
+    def owner(self) -> int | None:
+        """The pid written in the lock file (None: no file, or no pid in it yet)."""
         try:
-            pid = int(self.path.read_text().strip() or "0")
+            return int(self.path.read_text().strip())
         except (OSError, ValueError):
-            return True
-        if pid <= 0:
+            return None
+
+    def _stale(self) -> bool:
+        pid = self.owner()
+        if pid is None or pid <= 0:
             return True
         try:
             os.kill(pid, 0)
@@ -157,7 +206,10 @@ class RunLock:
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)  # before closing: nobody holds an unlinked lock
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             self.held = False
 
     def __enter__(self):

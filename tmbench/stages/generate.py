@@ -114,38 +114,49 @@ def with_memory_backoff(decode: Decode, backoffs: list[dict], *, log: Callable =
     return run
 
 
-def batch_starts(session: Session, job: Job) -> list[int]:
-    """The first sample index of every batch of the run."""
-    n = len(job.prompts) * session.suite.samples_per_prompt
-    return list(range(0, n, job.plan.batch_size))
+def batch_layout(session: Session, job: Job) -> list[range]:
+    """The sample indices of every batch of the run, in batches of the run's batch size."""
+    n, bs = len(job.prompts) * session.suite.samples_per_prompt, job.plan.batch_size
+    return [range(s, min(s + bs, n)) for s in range(0, n, bs)]
 
 
-def generate(session: Session, job: Job, *, starts: list[int] | None = None,
-             done: dict[int, dict] | None = None,
-             on_batch: Callable[[dict], None] | None = None) -> Generated:
-    """Decode the batches ``starts`` (default: all) that are not in ``done`` (batches finished
-    earlier, by first sample index), hand each new batch to ``on_batch``, and return the
-    samples of ``starts`` in order."""
+def missing(batches: list[range], have: set[int]) -> list[range]:
+    """``batches`` cut down to the sample indices not in ``have``: each batch's missing samples,
+    split where they are not consecutive (a decode takes consecutive samples)."""
+    out = []
+    for r in batches:
+        todo = [i for i in r if i not in have]
+        while todo:
+            k = next((j for j in range(1, len(todo)) if todo[j] != todo[j - 1] + 1), len(todo))
+            out.append(range(todo[0], todo[k - 1] + 1))
+            todo = todo[k:]
+    return out
+
+
+def generate(session: Session, job: Job, *, todo: list[range] | None = None,
+             done: list[dict] = (), on_batch: Callable[[dict], None] | None = None) -> Generated:
+    """Decode the batches ``todo`` (ranges of consecutive sample indices; default: the whole
+    run in batches of its batch size), hand each new batch to ``on_batch``, and return the
+    samples of ``done`` (batches finished earlier) and of the new batches, each sample index
+    once, in order."""
     from tqdm.auto import tqdm
 
     suite, plan, model = session.suite, job.plan, job.model
     items = [p for p in job.prompts for _ in range(suite.samples_per_prompt)]
     ids = [model.tokenizer.encode(p.text) for p in items]
     bs = plan.batch_size
-    starts = batch_starts(session, job) if starts is None else starts
-    done = dict(done or {})
+    todo = batch_layout(session, job) if todo is None else todo
+    batches = list(done)
     decode = decoder_call(session, job)
     backoffs: list[dict] = []
     decode_full = with_memory_backoff(decode, backoffs, log=session.log, cuda=session.cuda)
-    bar = tqdm(starts, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
+    bar = tqdm(todo, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
                disable=not session.progress, unit="batch", leave=False)
     with PeakMemory(session.device) as peak:
-        if session.timed and any(s not in done for s in starts):  # warm-up: allocator, kernels
+        if session.timed and todo:  # warm-up: allocator, kernels
             decode(ids[:bs], 0, min(4, suite.max_new_tokens))
-        for start in bar:
-            if start in done:
-                continue
-            batch_ids = ids[start:start + bs]
+        for r in bar:
+            start, batch_ids = r.start, ids[r.start:r.stop]
             t_first = decode(batch_ids, start, 1)[1] if session.timed else None
             out, wall = decode_full(batch_ids, start, suite.max_new_tokens)
             per_sample = {k: v for k, v in out.info.items()
@@ -155,54 +166,77 @@ def generate(session: Session, job: Job, *, starts: list[int] | None = None,
                      "batch_info": {k: v for k, v in out.info.items() if k not in per_sample}}
             if on_batch is not None:
                 on_batch(batch)
-            done[start] = batch
-    return _collect(job, items, ids, [done[s] for s in starts], backoffs, peak.result())
+            batches.append(batch)
+    return _collect(job, items, ids, batches, backoffs, peak.result())
 
 
 def resumable(stage: Callable[..., Generated]) -> Callable[..., Generated]:
-    """``stage`` resumed from the run folder's partial files: batches finished by an earlier,
+    """``stage`` resumed from the run folder's partial files: samples finished by an earlier,
     interrupted process (any shard's) are not decoded again, and each new batch is appended to
     this process's partial file as soon as it is done (a torn last line, from a kill mid-write,
-    is dropped). ``shard=(rank, world)``: this rank's batches only, into its own file."""
+    is dropped). ``shard=(rank, world)``: this rank's batches only, into its own file.
+
+    What is kept is per sample index, not per batch: the run key leaves out the batch size
+    where it cannot change tokens, so the earlier process may have used another batch size (or
+    another world size); each batch of this one is cut down to the samples still missing."""
 
     def run(session: Session, job: Job, shard: tuple[int, int] | None = None) -> Generated:
         job.folder.mkdir(parents=True, exist_ok=True)
         partial = job.folder / (f"partial.rank{shard[0]}.jsonl" if shard else "partial.jsonl")
-        done: dict[int, dict] = {}
+        done: list[dict] = []
         for f in sorted(job.folder.glob("partial*.jsonl")):
             good = read_partial(f, warn=session.log)
             if f == partial or not shard:  # rewrite without a torn last line
                 atomic_write_text(f, "".join(canonical(b) + "\n" for b in good.values()))
-            done.update(good)
-        starts = batch_starts(session, job)
-        if shard:
-            starts = [s for i, s in enumerate(starts) if i % shard[1] == shard[0]]
+            done.extend(good.values())
+        have = {b["start"] + j for b in done for j in range(len(b["tokens"]))}
+        layout = batch_layout(session, job)
+        n = layout[-1].stop if layout else 0
+        if shard:  # dealt by position in the layout, so ranks agree whatever each has read
+            layout = [r for i, r in enumerate(layout) if i % shard[1] == shard[0]]
+        todo = missing(layout, have)
+        if have and todo:
+            session.log(f"resuming {job.what}: {len(have)} of {n} samples were generated "
+                        f"earlier ({job.folder}); generating the rest")
 
         def keep(batch: dict) -> None:
             append_partial(partial, batch)
             fault_point("batch")
 
-        return stage(session, job, starts=starts, done=done, on_batch=keep)
+        try:
+            out = stage(session, job, todo=todo, done=done, on_batch=keep)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the CLI's last line names the run
+            e.run = getattr(e, "run", job.what)
+            raise
+        assert shard or [s.prompt_index for s in out.samples] == [
+            p.index for p in job.prompts for _ in range(session.suite.samples_per_prompt)], \
+            f"run {job.what}: resume did not give every sample exactly once"
+        return out
 
     return run
 
 
 def _collect(job: Job, items: list[Prompt], ids: list[list[int]], batches: list[dict],
              backoffs: list[dict], peak: dict) -> Generated:
+    """Samples by index (each once, in order; a batch covers ``start ..``), batch timings by
+    start."""
     tok, eos = job.model.tokenizer, job.model.eos_token_id
-    samples, timing = [], []
+    batches = sorted(batches, key=lambda b: b["start"])
+    timing = [{k: b[k] for k in ("start", "wall_s", "ttft_s", "batch_info")}
+              | {"size": len(b["tokens"]), "new_tokens": sum(map(len, b["tokens"])),
+                 "steps": max(map(len, b["tokens"]), default=0)} for b in batches]
+    by_index = {}
     for b in batches:
-        timing.append({k: b[k] for k in ("start", "wall_s", "ttft_s", "batch_info")}
-                      | {"size": len(b["tokens"]), "new_tokens": sum(map(len, b["tokens"])),
-                         "steps": max(map(len, b["tokens"]), default=0)})
-        for j, toks in enumerate(b["tokens"]):
-            i = b["start"] + j
-            p = items[i]
-            samples.append(Sample(
-                prompt_index=p.index, seed=job.plan.seed, prompt_text=p.text, prompt_ids=ids[i],
-                text=tok.decode(strip_eos(toks, eos)), token_ids=toks, reference_text=p.reference,
-                info={k: v[j] for k, v in b["info"].items()},
-            ))
+        for j in range(len(b["tokens"])):
+            by_index.setdefault(b["start"] + j, (b, j))
+    samples = []
+    for i, (b, j) in sorted(by_index.items()):
+        toks, p = b["tokens"][j], items[i]
+        samples.append(Sample(
+            prompt_index=p.index, seed=job.plan.seed, prompt_text=p.text, prompt_ids=ids[i],
+            text=tok.decode(strip_eos(toks, eos)), token_ids=toks, reference_text=p.reference,
+            info={k: v[j] for k, v in b["info"].items()},
+        ))
     return Generated(samples, timing, backoffs, peak)
 
 
