@@ -42,7 +42,10 @@ def _suite_copy(out: Path, tokens: int) -> Path:
 
 
 def _records(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/v*/*/record.json"))]
+    """The point's records, checked like every reader's (a broken one is reported, left out)."""
+    from tmbench.results import iter_records
+
+    return [rec for _, rec in iter_records(folder)]
 
 
 def measure(out: Path, prompts: list[int], tokens: list[int], threads: int) -> None:

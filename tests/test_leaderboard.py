@@ -32,11 +32,14 @@ def make_record(metrics, *, model="m1", weights="w1", decoder="nucleus", label="
             "dtype": dtype, "device_type": "cpu"}
     samples = [{"prompt_index": i, "seed": seed, "prompt_text": f"prompt {i}", "prompt_ids": [],
                 "text": f"text {i}", "token_ids": [], "reference_text": f"ref {i}", "info": {}} for i in order]
+    # every field a record carries (tmbench.schema checks them on reading)
     return {"spec": spec, "metrics": metrics(order, seed), "samples": samples,
             "metric_runs": metric_runs or {},
             "judges": judges or {"j": {"name": "j", "content_hash": "jh"}}, "created": f"2026-01-01T00:00:0{seed}Z",
             "environment": {"fingerprint": {"id": "fp"}},
-            "protocol": {"rng": "one torch.Generator per prompt, seeded from seed and prompt position"}}
+            "protocol": {"rng": "one torch.Generator per prompt, seeded from seed and prompt position"},
+            "row": {"model": model, "decoder": label}, "timings": {"generation_s": 0.0, "scoring_s": 0.0},
+            "skipped_metrics": {}, "notes": [], "decode_info": {}}
 
 
 def write(root, *records):

@@ -3,8 +3,9 @@
 A **row** pools only records whose numbers are comparable (DESIGN section 6): the same suite
 name and version, prompt set (hash, n, samples per prompt), max_new_tokens, model identity (name
 and content hash), decoder (name, label, resolved params), the resolved parameters of every
-metric, dtype, device type and batch size (these can change tokens; not for the human row), and
-judges of the same identity. Seeds of one
+metric, dtype, device type and batch size (these can change tokens; not for the human row),
+judges of the same identity, and, where recorded, the same code identities (decoder, model and
+metric implementations). Seeds of one
 configuration pool into one row. Records that differ in anything else become separate rows whose
 label names the difference (``nucleus-0.95 (n=4)``), never a silent average. Cells are computed
 by :mod:`tmbench.cells`; tables are rendered by :mod:`tmbench.render`.
@@ -12,6 +13,7 @@ by :mod:`tmbench.cells`; tables are rendered by :mod:`tmbench.render`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -82,7 +84,21 @@ def config_of(rec: dict) -> dict[str, Any]:
            "metrics": metric_params(rec)}
     if not is_human(rec):  # how the reference text would have been generated does not matter
         cfg |= {"dtype": sp.get("dtype"), "device": sp.get("device_type"), "batch_size": sp.get("batch_size")}
+    code = code_of(rec)
+    if code:  # only where recorded, so records from before code identities group as they did
+        cfg["code"] = code
     return cfg
+
+
+def code_of(rec: dict) -> str | None:
+    """A short hash of the code identities that shaped the record (decoder, model, metrics),
+    or None for a record that names none: runs of other code never pool."""
+    sp = rec["spec"]
+    code = {"decoder": sp["decoder"].get("code"), "model": sp["model"].get("code"),
+            "metrics": {v["name"]: v.get("code") for v in (rec.get("metric_runs") or {}).values()}}
+    if code["decoder"] is None and code["model"] is None and not any(code["metrics"].values()):
+        return None
+    return hashlib.sha256(canonical(code).encode()).hexdigest()[:8]
 
 
 # Metric parameters that change how fast a number is computed, never the number itself.
@@ -209,6 +225,8 @@ def _differences(r: Row, base: Row, skip_batch: bool) -> list[str]:
             out.append(f"b{v}")
         elif f == "runs":
             out.append(f"runs {v}")
+        elif f == "code":
+            out.append(f"code {v}" if v else "code unrecorded")
         else:
             out.append(f"{LABELS.get(f, f)}={str(v)[:8] if f in ('prompts', 'model_hash') else v}")
     return out

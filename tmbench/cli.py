@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="plan and check every run (models load, parameters, context), list "
                         "them, and stop: nothing is generated or written")
+    r.add_argument("--rerun", action="store_true",
+                   help="generate and score the planned runs again even when their records "
+                        "exist (each record is replaced when its run is done)")
     r.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT}/)")
     r.add_argument("--threads", type=_positive, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--dest", help="where to write the tables (default: <out>/leaderboards)")
     lb.add_argument("--suite", help="only this suite")
     lb.add_argument("--all-columns", action="store_true", help="print every metric, not the headline ones")
-    lb.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
+    lb.add_argument("--reference", help="decoder label rows are compared with (default greedy; "
+                                        "must be the label of a row)")
     lb.add_argument("--readme", help="also put the tables between the leaderboard markers of this file")
     lb.add_argument("--paper-suite", help="the suite whose rows fill the README's paper table "
                                           "(default: --suite)")
@@ -139,7 +143,7 @@ def cmd_run(args) -> int:
     rank, world = dist_info()
     log = (lambda *a: print(*a, file=sys.stderr)) if rank == 0 else (lambda *a: None)
     runner = Runner(suite, Path(args.out), device=device, dtype=args.dtype, limit=args.limit,
-                    progress=not args.no_progress and rank == 0, log=log)
+                    progress=not args.no_progress and rank == 0, log=log, rerun=args.rerun)
     if args.dry_run:
         rows = runner.plan(models=args.model, decoders=args.decoder, seeds=args.seed)
         if args.json:
@@ -224,17 +228,29 @@ def cmd_leaderboard(args) -> int:
     if not out.is_dir():
         raise ValueError(f"results directory {out} does not exist; run `tmbench run` first or pass --out")
     warn = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.reference is not None:  # a label no row has would silently mark nothing
+        from tmbench.leaderboard import reference_labels
+        from tmbench.registry import closest
+
+        labels = reference_labels(out, args.suite)
+        if args.reference not in labels:
+            close = closest(args.reference, labels)
+            raise ValueError(f"--reference {args.reference!r} is the decoder label of no row under "
+                             f"{out}{f' (suite {args.suite})' if args.suite else ''}"
+                             f"{f'; did you mean {close!r}?' if close else ''}; accepted: "
+                             f"{', '.join(labels) or '(none: no records)'}")
+    reference = args.reference or "greedy"
     dest = Path(args.dest) if args.dest else out / "leaderboards"
-    written = write_leaderboards(out, dest, args.suite, warn=warn, reference=args.reference)
+    written = write_leaderboards(out, dest, args.suite, warn=warn, reference=reference)
     if args.readme:
         from tmbench.leaderboard import update_readme
 
-        update_readme(Path(args.readme), out, args.suite, args.reference, args.paper_suite)
+        update_readme(Path(args.readme), out, args.suite, reference, args.paper_suite)
         written.append(Path(args.readme))
     if args.json:
         print(json.dumps({"written": [str(p) for p in written]}))
         return 0
-    for t in build_tables(out, args.suite, warn=lambda m: None, reference=args.reference):
+    for t in build_tables(out, args.suite, warn=lambda m: None, reference=reference):
         print(to_markdown(t, all_columns=args.all_columns))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -14,10 +14,19 @@ from pathlib import Path
 
 from tmbench.aggregate import (N_BOOT, Cell, Paired, Row, Table, add_paired, bootstrap_ci,
                                tables_from_records)
+from tmbench.cells import is_human
 from tmbench.render import (TIME_NOTE, cell_text, fmt, headline, page_html, params_text,
                             table_html, time_html, time_markdown, time_rows, title, to_csv,
                             to_markdown)
 from tmbench.results import atomic_write_text, iter_records
+
+
+def reference_labels(root: Path, suite: str | None = None) -> list[str]:
+    """The decoder labels a ``--reference`` may name: those of the rows of these records (the
+    human row aside, which is compared with nothing)."""
+    recs = [rec for _, rec in iter_records(root, warn=lambda m: None)
+            if suite is None or rec["spec"]["suite"]["name"] == suite]
+    return sorted({rec["spec"]["decoder"]["label"] for rec in recs if not is_human(rec)})
 
 
 def build_tables(root: Path, suite: str | None = None, warn=print,

@@ -317,11 +317,13 @@ def _plots(t: Table) -> str:
     return "".join(out)
 
 
-def build_report(root: Path, dest: Path, suite: str | None = None, reference: str = "greedy") -> Path:
+def build_report(root: Path, dest: Path, suite: str | None = None, reference: str = "greedy",
+                 warn=print) -> Path:
+    """The report page at ``dest``; a broken record is reported through ``warn`` and left out."""
     import matplotlib
 
     matplotlib.use("Agg")
-    recs = [rec for _, rec in iter_records(root, warn=lambda m: None)
+    recs = [rec for _, rec in iter_records(root, warn=warn)
             if suite is None or rec["spec"]["suite"]["name"] == suite]
     tables = tables_from_records(recs, reference)
     if not tables:
@@ -354,8 +356,11 @@ def add_report_cli(sub: Any) -> None:
 
 
 def _cmd_report(args) -> int:
+    import sys
+
     dest = Path(args.dest) if args.dest else Path(args.out) / "report.html"
-    path = build_report(Path(args.out), dest, args.suite, args.reference)
+    path = build_report(Path(args.out), dest, args.suite, args.reference,
+                        warn=lambda m: print(m, file=sys.stderr))
     print(f"wrote {path}")
     return 0
 

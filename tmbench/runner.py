@@ -7,7 +7,9 @@
     record    tmbench.stages.record.build_record, written atomically
 
 A run whose record exists is skipped, or completed on its stored samples when the suite has
-metrics the record lacks (:func:`tmbench.stages.score.complete`); a run another process holds
+metrics the record lacks or whose implementation changed (:func:`tmbench.stages.score.complete`);
+``rerun`` (``tmbench run --rerun``) generates and scores every planned run again, from its
+first batch, and replaces its record; a run another process holds
 (its lock) is skipped and reported; a run interrupted mid-way resumes from its partial file.
 The human row (the reference continuations, scored like a model's) runs with the whole suite
 or when asked for as ``--model human``.
@@ -166,15 +168,30 @@ def finish(session: Session, job: Job, spec, key: str, gen: Generated,
 
 
 def existing(session: Session, folder: Path) -> RunRecord | None:
-    """The folder's record, or None (also when it is corrupt: the run is then regenerated)."""
+    """The folder's record, or None (also when it is corrupt: the run is then regenerated).
+    With ``session.rerun`` always None, and the run's partial batches are dropped: the record
+    is replaced once the run is generated and scored again."""
     path = folder / "record.json"
+    if session.rerun:
+        for f in folder.glob("partial*.jsonl"):
+            f.unlink()
+        return None
     if not path.exists():
         return None
     try:
-        return read_record(path)
+        return read_record(path, key=folder.name)
     except CorruptRecord as e:
         session.log(f"warning: {e}; regenerating it")
         return None
+
+
+def _valid(folder: Path) -> bool:
+    """The folder holds a record that passes its checks (a broken one is regenerated)."""
+    try:
+        read_record(folder / "record.json")
+    except CorruptRecord:
+        return False
+    return True
 
 
 def bring_up_to_date(session: Session, rec: RunRecord, folder: Path, model: Any,
@@ -224,14 +241,15 @@ def run_human(session: Session, plan: SuitePlan, summary: Summary) -> None:
 
 
 class Runner:
-    """``Runner(suite, out, device=..., dtype=..., limit=..., progress=..., log=...).run(
-    models=..., decoders=..., seeds=...)``: a :class:`Session` and :func:`run_suite` in one
-    object, for the CLI and for scripts."""
+    """``Runner(suite, out, device=..., dtype=..., limit=..., progress=..., log=...,
+    rerun=...).run(models=..., decoders=..., seeds=...)``: a :class:`Session` and
+    :func:`run_suite` in one object, for the CLI and for scripts."""
 
     def __init__(self, suite: Suite, out_dir: Path, *, device: str = "cpu", dtype: str = "float32",
-                 limit: int | None = None, progress: bool = True, log: Callable = print):
+                 limit: int | None = None, progress: bool = True, log: Callable = print,
+                 rerun: bool = False):
         self.session = Session(suite, Path(out_dir), device=device, dtype=dtype, limit=limit,
-                               progress=progress, log=log)
+                               progress=progress, log=log, rerun=rerun)
 
     def run(self, models=None, decoders=None, seeds=None) -> Summary:
         return run_suite(self.session, models, decoders, seeds)
@@ -246,7 +264,7 @@ class Runner:
         for run in plan.runs:
             model = s.load_model(run.model)
             key = run_key(key_part(run_spec(s, model.identity(), run, plan.prompts)))
-            stored = (run_dir(s.out, s.suite.name, s.suite.version, key) / "record.json").exists()
+            stored = not s.rerun and _valid(run_dir(s.out, s.suite.name, s.suite.version, key))
             rows.append({"model": run.model, "decoder": run.decoder.label, "seed": run.seed,
                          "batch_size": run.batch_size, "key": key,
                          "status": "stored" if stored else "to generate"})

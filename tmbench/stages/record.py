@@ -2,7 +2,9 @@
 
 The run key is the hash of the part of the spec that determines the run's tokens
 (:func:`key_part`), not of the suite file: editing a suite's description or adding a decoder
-leaves every finished run valid. Records are written atomically by ``tmbench.results``.
+leaves every finished run valid, while a changed decoder or model implementation (its code
+identity, :func:`tmbench.registry.code_identity`) is a new run. Records are written atomically
+by ``tmbench.results``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any
 from tmbench import __version__
 from tmbench.data.prompts import Prompt, prompts_hash
 from tmbench.plan import RunPlan
-from tmbench.registry import DECODERS
+from tmbench.registry import DECODERS, MODELS, code_identity
 from tmbench.results import SCHEMA_VERSION
 from tmbench.stages.generate import Generated
-from tmbench.stages.score import Scored
+from tmbench.stages.score import Scored, plugins
 from tmbench.stages.session import Session
 from tmbench.suites import Suite
 from tmbench.types import DecodeInfo, RunRecord, RunSpec
@@ -27,13 +29,16 @@ HUMAN = "human"
 
 def key_part(spec: RunSpec) -> dict[str, Any]:
     """The part of a run spec that determines its tokens (what the run key hashes): prompts,
-    model identity, decoder name and resolved params, seed, max_new_tokens, dtype, device type,
-    and the batch size only where it is measured (throughput). Not the suite file, the label,
-    or the tmbench version."""
+    model identity (with the code identity of its implementation), decoder name, resolved
+    params and code identity (package, version and source hash), seed, max_new_tokens, dtype,
+    device type, and the batch size only where it is measured (throughput). Not the suite file
+    or the label. A spec from before code identities were recorded hashes as it did then."""
     dec = spec["decoder"]
     out = {k: spec[k] for k in ("prompts", "model", "seed", "max_new_tokens", "dtype",
                                 "device_type")}
     out["decoder"] = {"name": dec["name"], "params": dec["params"]}
+    if "code" in dec:
+        out["decoder"]["code"] = dec["code"]
     if spec.get("timed"):
         out["batch_size"] = spec["batch_size"]
     return out
@@ -49,7 +54,9 @@ def run_spec(session: Session, model_id: dict, plan: RunPlan | None,
     else:
         decoder = {"name": plan.decoder.name, "label": plan.decoder.label,
                    "params": plan.params, "defaults": plan.defaults,
-                   "source": DECODERS.source(plan.decoder.name)}
+                   "source": DECODERS.source(plan.decoder.name),
+                   "code": DECODERS.code(plan.decoder.name)}
+        model_id = {**model_id, "code": model_code(plan.model, session.load_model(plan.model))}
     return {
         "suite": {"name": s.name, "version": s.version},
         "prompts": {"hash": prompts_hash(prompts), "n": len(prompts),
@@ -60,6 +67,15 @@ def run_spec(session: Session, model_id: dict, plan: RunPlan | None,
         "dtype": session.dtype, "device_type": session.device.split(":")[0],
         "tmbench": __version__,
     }
+
+
+def model_code(name: str, model: Any) -> dict[str, Any]:
+    """The code identity of a model's implementation (its class) and, for a registered or
+    plugin model, of the function that loads it (which may build the model its own way)."""
+    code = {"class": code_identity(type(model))}
+    if name in MODELS:
+        code["loader"] = MODELS.code(name)
+    return code
 
 
 def decode_info(session: Session, plan: RunPlan, gen: Generated) -> DecodeInfo:
@@ -78,7 +94,7 @@ def build_record(session: Session, spec: RunSpec, key: str, gen: Generated, scor
                "load_s": sum(m.get("load_s", 0.0) for m in scored.metric_runs.values()),
                "batches": gen.batches, "memory_backoff": gen.memory_backoff,
                "peak_memory": gen.peak_memory}
-    return {
+    rec: RunRecord = {
         "schema_version": SCHEMA_VERSION, "key": key, "spec": spec,
         "row": {"model": spec["model"]["name"], "decoder": spec["decoder"]["label"]},
         "protocol": protocol(session.suite), "environment": session.env,
@@ -89,6 +105,8 @@ def build_record(session: Session, spec: RunSpec, key: str, gen: Generated, scor
         "notes": scored.notes, "judges": scored.judges, "decode_info": info,
         "samples": [asdict(s) for s in gen.samples],
     }
+    rec["environment"] = {**session.env, "plugins": plugins(rec)}
+    return rec
 
 
 def protocol(suite: Suite) -> dict:

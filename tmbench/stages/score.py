@@ -4,7 +4,10 @@ Each metric is keyed by its resolved parameters. Judges and featurizers come fro
 (loaded once, their identities recorded). A metric of the model alone (``@metric(per_model=
 True)``: held-out perplexity) is computed once per model and reused. A metric that raises is a
 :class:`MetricError` naming the metric and the run; only a missing optional dependency skips
-it, and :func:`complete` scores it on the stored samples once the dependency is there.
+it, and :func:`complete` scores it on the stored samples once the dependency is there. Each
+metric's result carries the code identity of the metric's implementation
+(``metric_runs[id]["code"]``); :func:`complete` rescores a stored result whose code identity
+differs from the installed metric's (or was never recorded), without generating again.
 A metric's ``scoring_s`` excludes the time spent loading a judge or featurizer the first time
 (recorded as its ``load_s``): loading is paid once per session, scoring once per run.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tmbench.plan import MetricPlan
-from tmbench.registry import METRICS
+from tmbench.registry import METRICS, code_identity
 from tmbench.results import canonical
 from tmbench.stages.session import Session
 from tmbench.types import DecodeInfo, MetricContext, RunRecord, Sample, Score
@@ -41,17 +44,19 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
 
     def load(name: str) -> Any:
         m = session.load_model(name, judge=True)
-        out.judges[name] = m.identity() if hasattr(m, "identity") else {"name": name}
+        out.judges[name] = {**(m.identity() if hasattr(m, "identity") else {"name": name}),
+                            "code": code_identity(type(m))}
         return m
 
     for m in metrics:
-        fn = METRICS.get(m.name)
+        fn, code = METRICS.get(m.name), METRICS.code(m.name)
         t0, load0 = time.perf_counter(), session.load_s
         cache_key = None
         if getattr(fn, "per_model", False):
             if model is None:
                 out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
-                                         "scoring_s": 0.0, "note": "not defined without a model"}
+                                         "scoring_s": 0.0, "note": "not defined without a model",
+                                         "code": code}
                 continue
             cache_key = (m.id, canonical(model.identity()))
         if cache_key in session.per_model:
@@ -66,7 +71,8 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
                 scores: dict[str, Score] = fn(samples, ctx=ctx, **m.params)
             except ImportError as e:  # an optional dependency: skip, complete later
                 out.metric_runs[m.id] = {"name": m.name, "params": m.params,
-                                         "status": "skipped", "reason": f"{type(e).__name__}: {e}"}
+                                         "status": "skipped", "reason": f"{type(e).__name__}: {e}",
+                                         "code": code}
                 session.log(f"warning: metric {m.name} skipped on {what} (missing optional "
                             f"dependency: {e}); a later run with it installed completes the record")
                 continue
@@ -85,18 +91,21 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
         load_s = session.load_s - load0
         out.metric_runs[m.id] = {"name": m.name, "params": m.params, "status": "ok",
                                  "scoring_s": round(time.perf_counter() - t0 - load_s, 4),
-                                 "load_s": round(load_s, 4)}
+                                 "load_s": round(load_s, 4), "code": code}
     return out
 
 
 def complete(session: Session, rec: RunRecord, model: Any, metrics: list[MetricPlan],
              what: str) -> tuple[RunRecord | None, list[MetricPlan], list[str]]:
     """A finished run brought up to the suite's metrics, without generating again: metrics it
-    lacks (or skipped for a missing dependency) are scored on its stored samples; scores of a
-    metric the suite no longer has (or has with other parameters) are dropped. Returns (the
-    new record, or None when nothing changed; the metrics scored; the metric ids dropped)."""
+    lacks (or skipped for a missing dependency), and metrics whose implementation changed since
+    they were scored (another code identity, or none recorded), are scored on its stored
+    samples; scores of a metric the suite no longer has (or has with other parameters) are
+    dropped. Returns (the new record, or None when nothing changed; the metrics scored; the
+    metric ids dropped)."""
     done = rec.get("metric_runs", {})
-    todo = [m for m in metrics if done.get(m.id, {}).get("status") != "ok"]
+    todo = [m for m in metrics if done.get(m.id, {}).get("status") != "ok"
+            or done[m.id].get("code") != METRICS.code(m.name)]
     gone = sorted(set(done) - {m.id for m in metrics})
     if not todo and not gone:
         return None, [], []
@@ -112,7 +121,19 @@ def complete(session: Session, rec: RunRecord, model: Any, metrics: list[MetricP
     new["metric_runs"] = {**done, **scored.metric_runs}
     new["notes"] = rec.get("notes", []) + scored.notes
     new["judges"] = {**rec.get("judges", {}), **scored.judges}
+    new["environment"] = {**rec["environment"], "plugins": plugins(new)}
     t = rec["timings"]
     new["timings"] = {**t, **{k: t.get(k, 0.0) + sum(m.get(k, 0.0) for m in scored.metric_runs.values())
                               for k in ("scoring_s", "load_s")}}
     return new, todo, gone
+
+
+def plugins(rec: RunRecord) -> dict[str, str | None]:
+    """Package -> version of every installed distribution other than tmbench whose code shaped
+    the record (decoder, model, metrics, judges): what its environment names."""
+    spec = rec["spec"]
+    codes = [spec["decoder"].get("code"), *spec["model"].get("code", {}).values(),
+             *(r.get("code") for r in rec["metric_runs"].values()),
+             *(j.get("code") for j in rec["judges"].values() if isinstance(j, dict))]
+    return {c["package"]: c["version"] for c in codes
+            if c and c.get("package") not in (None, "tmbench")}

@@ -28,6 +28,7 @@ class Session:
     limit: int | None = None
     progress: bool = True
     log: Callable[..., None] = print
+    rerun: bool = False  # regenerate (and rescore) planned runs even when their record exists
     models: dict[str, Any] = field(default_factory=dict, repr=False)
     per_model: dict[tuple, tuple] = field(default_factory=dict, repr=False)
     load_s: float = 0.0  # seconds spent loading models so far (kept out of scoring times)
