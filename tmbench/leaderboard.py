@@ -117,7 +117,57 @@ def paper_table(root: Path, suite: str, models: tuple[str, ...], decoders: tuple
             cells.append(fmt(v) + mark)
         lines.append(f"| {r.model} | {r.decoder} | {r.n_prompts} | {len(r.seeds)} | "
                      + " | ".join(cells) + " |")
+    lines += twin_differences(t, order)
     return "\n".join(lines) + "\n"
+
+
+# the row every TM row of the paper's table is paired with: its twin's greedy decoding
+TWIN_REFERENCE = ("ar-smollm2", "greedy")
+# the per-prompt counterparts of the paper's columns (corpus-pooled Rep-n, Dist-n and MAUVE
+# have no per-prompt values to pair): (header, family, params)
+TWIN_COLUMNS = [
+    ("seq-Rep-2", "seq_rep", {"n": "2", "unit": "wordpunct"}),
+    ("seq-Rep-3", "seq_rep", {"n": "3", "unit": "wordpunct"}),
+    ("Dist-2 per sample", "distinct", {"n": "2", "scope": "sample", "unit": "wordpunct"}),
+    ("Loop%", "loop", {"n": "3", "unit": "wordpunct"}),
+    ("gen-ppl (pooled)", "gen_ppl", {"agg": "pooled"}),
+]
+
+
+def twin_differences(t, order) -> list[str]:
+    """Markdown lines: each TM row minus the twin's greedy row on the same prompts, on the
+    per-prompt counterparts of the paper's columns, with the paired bootstrap 95% interval over
+    prompts (``*``: the interval excludes 0)."""
+    from tmbench.cells import paired_bootstrap, parse_key, stream
+
+    ref = next((r for r in t.rows if (r.model, r.config.get("label")) == TWIN_REFERENCE), None)
+    tm = [r for r in order if r.model.startswith("tm-") and ref is not None]
+    if not tm:
+        return []
+    cols = []
+    for head, fam, want in TWIN_COLUMNS:
+        hit = [c for c in t.columns if parse_key(c)[0] == fam
+               and all(parse_key(c)[1].get(k) == v for k, v in want.items())]
+        cols.append((head, hit[0] if hit else None))
+    out = ["", f"Each TM row minus {' '.join(TWIN_REFERENCE)} on the same prompts (seq-Rep-n: "
+               "per-sample rep-n, Welleck et al. 2020; 95% paired bootstrap interval over prompts; "
+               "`*`: excludes 0):", "",
+           "| model | decoder | " + " | ".join(h for h, _ in cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for r in tm:
+        cells = []
+        for head, key in cols:
+            a, b = (r.cells.get(key), ref.cells.get(key)) if key else (None, None)
+            p = (paired_bootstrap(a, b, stream("twin", r.key, ref.key, key))
+                 if a is not None and b is not None else None)
+            if p is None:
+                cells.append("–")
+                continue
+            k = 100 if head.startswith("Loop") else 1
+            star = "*" if p.significant else ""
+            cells.append(f"{fmt(k * p.diff)}{star} [{fmt(k * p.lo)}, {fmt(k * p.hi)}]")
+        out.append(f"| {r.model} | {r.decoder} | " + " | ".join(cells) + " |")
+    return out
 
 
 def update_paper_table(readme: Path, root: Path, suite: str, models: tuple[str, ...],
