@@ -308,3 +308,22 @@ def test_time_rows_sum_runs_per_machine_and_total():
     assert "| m1 | b | nucleus | 1 | 20.0 | 10.0 | - | 0.500 |" in md
     assert "| m1 | **all** |  | 3 | 60.0 | 18.0 | - | 0.300 |" in md
     assert "<td>m2</td><td>a</td><td>greedy</td><td>1</td><td>5.0</td><td>5.0</td><td>0.5</td><td>1.000</td>" in time_html(rows)
+
+
+def test_twin_differences_pair_a_tm_row_with_the_twins_greedy(tmp_path):
+    """Each TM row minus ar-smollm2 greedy, prompt by prompt: a constant per-prompt gap of
+    0.25 on seq-rep-2 gives a difference of exactly 0.25 with a zero-width interval."""
+    from tmbench.leaderboard import twin_differences
+
+    key = "seq_rep[n=2,unit=wordpunct]"
+    base = per_prompt(lambda i, s: 0.1 * i, key)
+    more = per_prompt(lambda i, s: 0.1 * i + 0.25, key)
+    root = write(tmp_path, make_record(base, model="ar-smollm2", decoder="greedy",
+                                       label="greedy", n=8),
+                 make_record(more, model="tm-smollm2", weights="w2", decoder="maturation",
+                             label="tm-a0.9", params={"alpha_max": 0.9}, n=8))
+    t = table(root)
+    lines = twin_differences(t, [r for r in t.rows if r.model == "tm-smollm2"])
+    row = [line for line in lines if line.startswith("| tm-smollm2 |")]
+    assert row == ["| tm-smollm2 | tm-a0.9 | 0.250* [0.250, 0.250] | – | – | – | – |"]
+    assert twin_differences(t, [r for r in t.rows if r.model == "ar-smollm2"]) == []
