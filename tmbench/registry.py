@@ -199,6 +199,7 @@ MODELS = Registry(
         "ar-bbc-tiny": "tmbench.models.shipped:load_ar_bbc_tiny",
         "tm-bbc-tiny": "tmbench.models.shipped:load_tm_bbc_tiny",
         "tm-smollm2": "tmbench.models.delta:load_tm_smollm2",
+        "tm-smollm2-ce": "tmbench.models.delta:load_tm_smollm2_ce",
         "ar-smollm2": "tmbench.models.delta:load_ar_smollm2",
         "tm-smollm2-init": "tmbench.models.delta:load_tm_smollm2_init",
         "all-minilm-l6-v2": "tmbench.models.featurizers:load_minilm",

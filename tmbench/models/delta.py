@@ -6,7 +6,9 @@ A delta folder holds ``delta.safetensors`` (only the trained tensors) and ``conf
 adapter and TM settings). Loading rebuilds the model exactly as training built it (base, then
 geometry init, then adapters), loads the delta, and refuses a base whose sha256 differs.
 
-    tm-smollm2       TM (tied geometry) trained over SmolLM2 (tmbench train smollm2-tm)
+    tm-smollm2       TM (tied geometry) trained over SmolLM2 with a readable tail: MSE + InfoNCE,
+                     learned logit scale, self-conditioned tails (tmbench train smollm2-tm)
+    tm-smollm2-ce    the first tm-smollm2 (cross-entropy only), kept as an ablation
     ar-smollm2       its matched AR twin: same base, adapters, data order, steps and seed, CE
     tm-smollm2-init  the TM modules at their no-op initialisation over plain SmolLM2
 """
@@ -217,6 +219,12 @@ def _load_shipped_delta(name: str, device: str, dtype: str):
 def load_tm_smollm2(device: str = "cpu", dtype: str = "float32"):
     """TM over SmolLM2-135M (tied geometry), trained as LoRA + TM modules on BBC train."""
     return _load_shipped_delta("tm-smollm2", device, dtype)
+
+
+def load_tm_smollm2_ce(device: str = "cpu", dtype: str = "float32"):
+    """The first tm-smollm2, kept as an ablation: tied geometry, cross-entropy only, states fed
+    back as they are; its tail cannot be read (DESIGN 3.3, fourth look)."""
+    return _load_shipped_delta("tm-smollm2-ce", device, dtype)
 
 
 def load_ar_smollm2(device: str = "cpu", dtype: str = "float32"):
