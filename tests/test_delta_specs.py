@@ -190,6 +190,34 @@ def test_export_of_a_lora_delta_keeps_its_log_likelihoods(tmp_path, tiny_base):
     assert (plain - want).abs().max() > 1e-3  # the delta changed the model: not a vacuous pass
 
 
+def test_export_of_a_delta_over_a_gguf_base_loads_without_gguf_file(tmp_path, monkeypatch):
+    """ar-smollm2's case: a base read from a GGUF file leaves quantization_config
+    {quant_method: gguf} on the config; the exported folder must not carry it, or
+    from_pretrained(folder) (and lm-eval's hf model) asks for gguf_file."""
+    pytest.importorskip("accelerate", reason="accelerate is not installed")
+    from transformers import AutoModelForCausalLM
+
+    import tmbench.models.hf as hf
+    from test_model_specs import write_tiny_gguf
+    from tmbench.export import export_model
+
+    path, _ = write_tiny_gguf(tmp_path)
+    monkeypatch.setattr(hf, "smollm2_path", lambda: path)
+    monkeypatch.setattr(hf, "load_smollm2", lambda device="cpu", dtype="float32":
+                        load_model_spec(f"gguf:{path}"))
+    m = _trained("ar")
+    assert m.backbone.body.config.quantization_config is not None  # what a GGUF load leaves
+    d = _save(m, tmp_path / "d")
+    export_model(f"path:{d}", tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        want = torch.log_softmax(load_model_spec(f"path:{d}").logits(IDS), -1)  # (1, T, V)
+        got = torch.log_softmax(lm(input_ids=IDS).logits, -1)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 def test_export_refuses_unmerged_adapters_in_one_line(tmp_path, tiny_base):
     from tmbench.export import to_transformers
     from tmbench.models.delta import load_delta

@@ -182,6 +182,79 @@ def test_export_bias_free_and_hf_backbone_ar_models(tmp_path):
     assert res["architecture"] == "LlamaForCausalLM" and res["max_abs_logit_diff"] == 0.0
 
 
+def test_export_of_a_gguf_model_is_a_plain_transformers_folder(tmp_path, capsys):
+    """A GGUF load leaves quantization_config {quant_method: gguf} (and a quantizer that refuses
+    save_pretrained); the export drops both, so from_pretrained(folder) needs no gguf_file."""
+    pytest.importorskip("accelerate", reason="accelerate is not installed")
+    from transformers import AutoModelForCausalLM
+
+    from test_model_specs import write_tiny_gguf
+
+    path, ref = write_tiny_gguf(tmp_path)
+    dst = tmp_path / "hf"
+    assert main(["export", f"gguf:{path}", str(dst)]) == 0, capsys.readouterr().err
+    assert "quantization_config" not in json.loads((dst / "config.json").read_text())
+    lm = AutoModelForCausalLM.from_pretrained(dst).eval()
+    ids = torch.tensor([[5, 40, 7, 12, 33]])  # (1, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(lm(ids).logits, ref(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_exported_ar_smollm2_runs_under_the_printed_lm_eval_command(tmp_path, capsys):
+    """`tmbench export ar-smollm2 DIR`, then the lm_eval command it prints, on three BBC test
+    articles with the project's perplexity task: transformers loads DIR without gguf_file, and
+    lm-eval's own hf model gives the numbers of `tmbench lm-eval` on the source model. Loads
+    SmolLM2-135M from its wheel three times (minutes on CPU)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from tmbench.data.bbc import load_bbc
+    from tmbench.metrics.perplexity import BBC_TASK, TASKS_DIR
+    from tmbench.models.specs import validate_model_spec
+
+    try:
+        validate_model_spec("ar-smollm2")
+    except ValueError as e:
+        pytest.skip(f"ar-smollm2 cannot be loaded here: {e}")
+    dst = tmp_path / "ar-smollm2"
+    assert main(["export", "ar-smollm2", str(dst)]) == 0
+    printed = capsys.readouterr().out
+    cmd = re.search(r"evaluate: (lm_eval .*?) --tasks \.\.\.", printed).group(1)
+    assert "quantization_config" not in json.loads((dst / "config.json").read_text())
+    AutoModelForCausalLM.from_pretrained(dst)  # raised before: a GGUF config needs gguf_file
+
+    docs = tmp_path / "bbc.jsonl"  # the project's task, pointed at three articles
+    docs.write_text("".join(json.dumps({"id": a.id, "text": a.text}) + "\n"
+                            for a in load_bbc("test")[:3]))
+    task = yaml.safe_load((TASKS_DIR / f"{BBC_TASK}.yaml").read_text())
+    task["dataset_kwargs"] = {"data_files": {"test": str(docs)}}
+    (tmp_path / "tasks").mkdir()
+    task_file = tmp_path / "tasks" / f"{BBC_TASK}.yaml"
+    task_file.write_text(yaml.safe_dump(task))
+
+    out = tmp_path / "lm_eval_out"
+    argv = shlex.split(cmd)[1:] + ["--tasks", str(task_file), "--device", "cpu",
+                                   "--batch_size", "1", "--output_path", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "lm_eval", *argv], capture_output=True,
+                       text=True, env=env, timeout=1800)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    theirs = json.loads(next(out.rglob("results_*.json")).read_text())["results"][BBC_TASK]
+
+    ours_file = tmp_path / "ours.json"
+    lm_eval_cli(capsys, "--model", "ar-smollm2", "--tasks", str(task_file),
+                "--output", str(ours_file))
+    ours = json.loads(ours_file.read_text())["results"][BBC_TASK]
+    for m in ("word_perplexity,none", "bits_per_byte,none"):
+        assert theirs[m] == pytest.approx(ours[m], rel=1e-4), (m, theirs[m], ours[m])
+
+
 def test_export_refuses_tm_and_non_empty_folders(tmp_path, capsys):
     tm = write_tiny_native(tmp_path / "tm", "tm")
     assert main(["export", f"path:{tm}", str(tmp_path / "x")]) == 2

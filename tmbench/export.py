@@ -14,6 +14,11 @@ folder (config.json, model.safetensors, tokenizer files) that lm-eval's ``hf`` m
   LoRA deltas (``ar-smollm2``, ``path:<delta folder>``) load with the adapters merged into
   the base weights and unwrapped, so they export the same way.
 - ``hf:``/``gguf:`` models (and registered transformers models): ``save_pretrained``.
+- A model whose weights came from a GGUF file (SmolLM2, so also ``ar-smollm2``) keeps
+  ``quantization_config: {quant_method: gguf}`` in its transformers config, and transformers
+  refuses to load a folder with that key without ``gguf_file``. tmbench loads GGUF weights
+  dequantised (dense float tensors), so the key is dropped and the folder is a plain
+  transformers model; weights still packed in GGUF blocks are refused.
 - Token Maturation models have no transformers counterpart; evaluate them with
   ``tmbench lm-eval`` instead.
 
@@ -74,12 +79,32 @@ def to_transformers(model: Any):
         from tmbench.backbones.gpt import GPT
 
         lm = native_gpt_to_gpt2(model) if isinstance(model.backbone, GPT) else _native_hf(model)
+        lm = without_gguf_quantization(lm, model.name)
         return lm, _fast_tokenizer(model, getattr(lm.config, "max_position_embeddings", None))
     inner = getattr(model, "model", None)  # tmbench.models.hf.HFModel
     if inner is not None and hasattr(inner, "save_pretrained"):
-        return inner, _fast_tokenizer(model)
+        return without_gguf_quantization(inner, model.name), _fast_tokenizer(model)
     raise ValueError(f"cannot export a {type(model).__name__}; accepted: native AR models and "
                      "transformers models (hf:, gguf:)")
+
+
+def without_gguf_quantization(lm: Any, name: str):
+    """``lm`` without the GGUF ``quantization_config`` (and quantizer) a GGUF load leaves on
+    it, when its weights are dense; other quantization configs are left as they are."""
+    qc = getattr(lm.config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if str(getattr(method, "value", method)) != "gguf":
+        return lm
+    packed = [n for n, p in lm.named_parameters() if not p.is_floating_point()]
+    if packed:
+        raise ValueError(f"model {name!r} keeps its weights in GGUF blocks ({', '.join(packed[:3])}"
+                         "); export needs them dequantised (load the GGUF without the kernels "
+                         "package)")
+    if getattr(lm, "hf_quantizer", None) is not None:
+        lm.hf_quantizer.remove_quantization_config(lm)  # transformers' own path when dequantising
+    elif hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config  # copied into a config built from the GGUF one
+    return lm
 
 
 def native_gpt_to_gpt2(model: Any):
