@@ -11,6 +11,7 @@ import torch
 
 from test_model_specs import tiny_native, write_tiny_llama, write_tiny_native
 from tmbench.cli import main
+from tmbench.lm_eval_cli import safe_name
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed")
 
@@ -120,12 +121,29 @@ def test_lm_eval_on_a_tm_folder(tmp_path, capsys, tasks):
                 "--output", str(tmp_path / "out"), "--log-samples")
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["tmbench"]["adapter"]["model"]["kind"] == "tm"
-    assert (tmp_path / "out" / "samples_tiny_ppl.jsonl").exists()
+    assert (tmp_path / "out" / f"samples_{safe_name(f'path:{folder}')}_tiny_ppl.jsonl").exists()
     # word perplexity = exp(-total log-likelihood / words) over the first two documents
     lls = _rolling(TmbenchLM(load_model_spec(f"path:{folder}")), DOCS[:2])
     words = sum(len(re.split(r"\s+", d)) for d in DOCS[:2])  # lm-eval's word count
     assert res["results"]["tiny_ppl"]["word_perplexity,none"] == pytest.approx(
         math.exp(-sum(lls) / words), rel=1e-5)
+
+
+def test_logged_samples_of_two_models_in_one_folder_keep_both(tmp_path):
+    from tmbench.lm_eval_cli import write_results
+
+    def res(spec, text):
+        sample = {"doc_hash": "d", "prompt_hash": "p", "target_hash": "t", "resps": [[text]]}
+        return {"results": {"tiny_ppl": {}}, "samples": {"tiny_ppl": [sample]},
+                "tmbench": {"model_spec": spec}}
+
+    a = write_results(res("hf:org/a[dtype=bfloat16]", "A"), tmp_path, log_samples=True)
+    b = write_results(res("path:/runs/b/final", "B"), tmp_path, log_samples=True)
+    assert a[1].name == "samples_hf__org__a__dtype=bfloat16_tiny_ppl.jsonl"
+    assert b[1].name == "samples_path__runs__b__final_tiny_ppl.jsonl"
+    assert [json.loads(p.read_text())["resps"] for p in (a[1], b[1])] == [[["A"]], [["B"]]]
+    long = safe_name("path:/" + "x" * 300)
+    assert len(long) <= 100 and long != safe_name("path:/" + "x" * 299)
 
 
 @pytest.mark.parametrize("args,needle", [

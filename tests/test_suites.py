@@ -83,3 +83,22 @@ def test_decoder_entries_name_their_models_and_includes_select_labels(tmp_path):
         "models: [toy-random]\ndecoders:\n  - {name: greedy, models: [ar-bbc-tiny]}\n")
     with pytest.raises(ValueError, match="not in the suite's models"):
         load_suite(str(tmp_path / "bad.yaml"))
+
+
+def test_readme_states_the_default_suites_run_count(monkeypatch):
+    """The README's count is the plan's (it said 22 when the suite had 23)."""
+    import re
+    from pathlib import Path
+
+    import tmbench.models.specs as specs
+    import tmbench.plan as plan
+
+    # the plan without its checks (hashing weight files, dry runs of the decoders): the runs
+    monkeypatch.setattr(specs, "validate_model_spec", specs.parse_model_spec)
+    monkeypatch.setattr(plan, "dry_run", lambda *a: None)
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = re.search(r"(\d+) runs and the human row", text)  # the first: the suite's count
+    assert said, "the README no longer states the default suite's run count"
+    suite = load_suite("default")
+    assert int(said.group(1)) == len(plan.plan_runs(suite, None, None, None, log=lambda *a: None))
+    assert suite.human_row

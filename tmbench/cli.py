@@ -22,8 +22,30 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line errors; a flag the command lacks is answered with the flag meant, when it is
+    lm-eval's name for one (``--output_path``) or close to one of the command's own."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)  # for error()'s hint
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:  # say it as the subcommand, whose flags the hint is about
+            sub = next((a.choices[getattr(ns, a.dest)] for a in self._actions
+                        if isinstance(a, argparse._SubParsersAction) and getattr(ns, a.dest, None)),
+                       self)
+            sub._argv = extras
+            sub.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
     def error(self, message):  # one line, exit 2 (argparse prints usage on two lines otherwise)
-        raise UsageError(f"{self.prog}: {message}")
+        from tmbench.argtypes import flag_hint
+
+        hint = None
+        if message.startswith(("unrecognized arguments", "the following arguments are required")):
+            hint = flag_hint(self, getattr(self, "_argv", []))
+        raise UsageError(f"{self.prog}: {hint or message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--suite", default="default", help="suite name in tasks/ or a path to a .yaml")
     r.add_argument("--model", action="append",
                    help="only this model (repeatable; `human` is the human reference row)")
-    r.add_argument("--decoder", action="append", help="only this decoder label or name (repeatable)")
-    r.add_argument("--seed", action="append", type=_seed, help="only this seed (repeatable)")
+    r.add_argument("--decoder", action="append",
+                   help="only this decoder label or name (repeatable); settings in brackets, "
+                        "as in model specs: nucleus[p=0.8,temperature=0.7]")
+    r.add_argument("--seed", action="append", type=_seed,
+                   help="run this seed (repeatable) in place of the suite's and every entry's "
+                        "own: each selected entry, argmax decoders included, is planned with "
+                        "exactly these seeds, so a seed the suite does not list makes new runs")
     r.add_argument("--limit", type=_positive, help="use only the first N prompts")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -160,7 +187,9 @@ def cmd_run(args) -> int:
     summary = runner.run(models=args.model, decoders=args.decoder, seeds=args.seed)
     if rank != 0:
         return 0
-    result = {"suite": suite.name, "version": suite.version, "written": [str(p) for p in summary.done],
+    # the closing table's rows, each with its run key (`tmbench show KEY`), then the folders
+    result = {"suite": suite.name, "version": suite.version, "runs": summary.rows,
+              "written": [str(p) for p in summary.done],
               "rescored": [str(p) for p in summary.rescored],
               "skipped_complete": len(summary.skipped), "busy": summary.busy}
     if args.json:
@@ -247,10 +276,14 @@ def cmd_leaderboard(args) -> int:
 
         update_readme(Path(args.readme), out, args.suite, reference, args.paper_suite)
         written.append(Path(args.readme))
-    if args.json:
-        print(json.dumps({"written": [str(p) for p in written]}))
+    tables = build_tables(out, args.suite, warn=lambda m: None, reference=reference)
+    if args.json:  # the rows the tables show, each with its run keys, then the files written
+        from tmbench.render import to_rows
+
+        print(json.dumps({"tables": [to_rows(t, args.all_columns) for t in tables],
+                          "written": [str(p) for p in written]}, indent=1, ensure_ascii=False))
         return 0
-    for t in build_tables(out, args.suite, warn=lambda m: None, reference=reference):
+    for t in tables:
         print(to_markdown(t, all_columns=args.all_columns))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

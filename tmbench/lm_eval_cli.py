@@ -106,7 +106,8 @@ def results_json(res: dict) -> str:
 
 def write_results(res: dict, output: str | Path, log_samples: bool = False) -> list[Path]:
     """``output`` ending in .json is the results file; otherwise a folder that gets
-    results.json (and samples_<task>.jsonl with ``log_samples``)."""
+    results.json (and samples_<model>_<task>.jsonl with ``log_samples``, the model spec made
+    filesystem-safe by :func:`safe_name`, so models evaluated into one folder keep theirs)."""
     from lm_eval.utils import handle_non_serializable
 
     from tmbench.checkpoint import write_text
@@ -116,12 +117,27 @@ def write_results(res: dict, output: str | Path, log_samples: bool = False) -> l
     write_text(results_json(res) + "\n", path)
     written = [path]
     if log_samples:
+        model = safe_name(str((res.get("tmbench") or {}).get("model_spec", "model")))
         for task, samples in (res.get("samples") or {}).items():
-            p = path.parent / f"samples_{task}.jsonl"
+            p = path.parent / f"samples_{model}_{safe_name(task)}.jsonl"
             write_text("".join(json.dumps(s, default=handle_non_serializable,
                                           ensure_ascii=False) + "\n" for s in samples), p)
             written.append(p)
     return written
+
+
+def safe_name(s: str, limit: int = 100) -> str:
+    """A file-name part for a model spec or task: runs of characters other than letters,
+    digits and ``._=,+-`` become ``__`` (``hf:org/m[dtype=bfloat16]`` ->
+    ``hf__org__m__dtype=bfloat16``); longer than ``limit``, it is cut and ends in a hash of the
+    whole string, so two specs never share a name."""
+    import hashlib
+    import re
+
+    out = re.sub(r"[^A-Za-z0-9._=,+-]+", "__", s).strip("_.") or "model"
+    if len(out) > limit:
+        out = out[:limit - 9] + "-" + hashlib.sha256(s.encode()).hexdigest()[:8]
+    return out
 
 
 def _version(dist: str) -> str:
@@ -161,7 +177,9 @@ def add_lm_eval_cli(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--bootstrap-iters", type=_seed, default=100_000,
                    help="bootstrap iterations for standard errors (0 = none)")
     e.add_argument("--output", help="results file (.json) or folder for results.json")
-    e.add_argument("--log-samples", action="store_true", help="also write per-sample logs")
+    e.add_argument("--log-samples", action="store_true",
+                   help="also write per-sample logs (samples_<model>_<task>.jsonl beside the "
+                        "results)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     e.add_argument("--json", action="store_true", help="print the results JSON")

@@ -188,14 +188,17 @@ def check_context(model, name: str, label: str, longest_prompt: int, max_new_tok
 def select_decoders(specs: list[DecoderSpec], wanted: list[str] | None,
                     log: Callable = print) -> list[DecoderSpec]:
     """``--decoder X``: the suite entry labelled X; else every entry whose decoder is named X;
-    else the registered decoder X with its defaults. Says which entries it selected."""
+    else the registered decoder X with its defaults. ``X[key=value,...]`` (see
+    :func:`with_settings`) sets parameters. Says which entries it selected."""
     if not wanted:
         return specs
     chosen: list[DecoderSpec] = []
     for w in wanted:
         by_label = [d for d in specs if d.label == w]
         by_name = [d for d in specs if d.name == w]
-        if by_label:
+        if not by_label and w.endswith("]"):
+            hit, how = with_settings(specs, w)
+        elif by_label:
             hit, how = by_label, "label"
         elif by_name:
             hit, how = by_name, "decoder name"
@@ -205,6 +208,46 @@ def select_decoders(specs: list[DecoderSpec], wanted: list[str] | None,
         log(f"--decoder {w}: selected {', '.join(d.label for d in hit)} (by {how})")
         chosen.extend(d for d in hit if d not in chosen)
     return chosen
+
+
+def with_settings(specs: list[DecoderSpec], w: str) -> tuple[list[DecoderSpec], str]:
+    """``X[key=value,...]``, in the brackets of model specs (values read as YAML scalars): the
+    suite entry labelled X with these parameters on top of its own, else the registered
+    decoder X with them on top of its defaults; labelled with the string, keys sorted. Keys
+    are checked against the decoder's keyword parameters here."""
+    import yaml
+
+    from tmbench.models.specs import split_options
+
+    base, raw = split_options(w, what="decoder")
+    if not raw:
+        raise ValueError(f"decoder {w!r}: no settings in the brackets; accepted: "
+                         "NAME[key=value,...], e.g. nucleus[p=0.8]")
+    settings = {k: _scalar(v, yaml) for k, v in raw.items()}
+    label = f"{base}[{','.join(f'{k}={raw[k]}' for k in sorted(raw))}]"
+    entry = next((d for d in specs if d.label == base), None)
+    if entry is not None:
+        spec = DecoderSpec(entry.name, label, {**entry.params, **settings}, entry.seeds,
+                           entry.models)
+        how = f"suite entry {base} with {', '.join(sorted(raw))} set"
+    else:
+        DECODERS.get(base)  # raises with the known names and the closest match
+        spec, how = DecoderSpec(base, label, settings), "registered decoder with these settings"
+    resolve_params(DECODERS.get(spec.name), spec.params, label)  # unknown keys, wrong types
+    return [spec], how
+
+
+def _scalar(v: str, yaml) -> Any:
+    try:
+        x = yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+    if isinstance(x, str):  # YAML 1.1 reads 3e-4 as a string; on a command line it is a number
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    return x
 
 
 class _Stop(Exception):

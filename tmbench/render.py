@@ -236,7 +236,12 @@ def to_markdown(t: Table, all_columns: bool = False) -> str:
 CSV_HEADER = ["suite", "version", "fingerprint", "model", "decoder", "decoder_name", "params",
               "seeds", "n_prompts", "max_new_tokens", "metric", "direction", "aggregation", "mean",
               "ci_low", "ci_high", "seed_sd", "n", "flags", "reference", "diff_vs_reference",
-              "diff_ci_low", "diff_ci_high", "significant"]
+              "diff_ci_low", "diff_ci_high", "significant", "run_keys"]
+
+
+def run_keys(r: Row) -> list[str]:
+    """The keys of the records behind a row, by seed (``tmbench show KEY`` opens one)."""
+    return [rec["key"] for rec in sorted(r.records, key=lambda x: (x["spec"]["seed"], x["key"]))]
 
 
 def to_csv(t: Table, header: bool = True) -> str:
@@ -258,8 +263,35 @@ def to_csv(t: Table, header: bool = True) -> str:
                         canonical(r.params), len(set(r.seeds)), r.n_prompts,
                         "" if r.max_new_tokens is None else r.max_new_tokens, c, t.arrows.get(c, ""),
                         "runs" if t.fingerprint else cell.kind, repr(cell.mean), num(cell.lo),
-                        num(cell.hi), num(cell.spread), cell.n, " ".join(sorted(cell.flags))] + pc)
+                        num(cell.hi), num(cell.spread), cell.n, " ".join(sorted(cell.flags))]
+                       + pc + [" ".join(run_keys(r))])
     return buf.getvalue()
+
+
+def to_rows(t: Table, all_columns: bool = False) -> dict[str, Any]:
+    """The rows the Markdown table shows (headline columns, or all), as plain data for
+    ``tmbench leaderboard --json``: labels, settings, run keys and each cell's numbers."""
+    num = lambda x: None if x is None or math.isnan(x) else float(x)  # noqa: E731
+    cols = t.columns if all_columns else headline(t.columns)
+
+    def cell(c: Cell, p: Paired | None) -> dict[str, Any]:
+        out = {"mean": num(c.mean), "ci_low": num(c.lo), "ci_high": num(c.hi),
+               "seed_sd": num(c.spread), "n": int(c.n), "flags": sorted(c.flags),
+               "text": cell_text(c, p)}
+        if p is not None:
+            out |= {"diff_vs_reference": num(p.diff), "diff_ci_low": num(p.lo),
+                    "diff_ci_high": num(p.hi), "significant": bool(p.significant)}
+        return out
+
+    rows = [{"model": r.model, "decoder": r.decoder, "decoder_name": r.decoder_name,
+             "params": shown_params(r), "seeds": sorted(set(r.seeds)),
+             "n": len(r.records) if t.fingerprint else r.n_prompts,
+             "max_new_tokens": r.max_new_tokens, "run_keys": run_keys(r),
+             "reference": r.reference,
+             "cells": {c: cell(r.cells[c], r.paired.get(c)) for c in cols if c in r.cells}}
+            for r in t.rows]
+    return {"suite": t.suite, "version": t.version, "fingerprint": t.fingerprint,
+            "title": title(t), "columns": cols, "rows": rows}
 
 
 # ---- HTML ---------------------------------------------------------------------------------------

@@ -162,7 +162,10 @@ def add_train_cli(subparsers) -> argparse.ArgumentParser:
     t = subparsers.add_parser("train", help="train a TM or AR model from a config",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("config", help="config name (test, tiny, gpt2-medium) or path to a .yaml")
+    from tmbench.training.config import CONFIG_DIR
+
+    names = ", ".join(sorted(f.stem for f in CONFIG_DIR.glob("*.yaml")))
+    t.add_argument("config", help=f"config name ({names}: tmbench/configs/) or path to a .yaml")
     t.add_argument("--out", help="run folder (default runs/train/<name>-<kind>)")
     t.add_argument("--kind", choices=["ar", "tm"], help="model kind (overrides the config)")
     t.add_argument("--init-from", help="model folder or smollm2-135m (overrides the config)")

@@ -33,6 +33,9 @@ def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
               featurizer: str = "all-minilm-l6-v2", judge: str = "gemma3-270m",
               max_text_length: int = 256, window: int = 1024, stride: int = 512,
               batch_tokens: int = 2048) -> dict[str, Score]:
+    """Prompt coherence: embedding cosine (Su et al. 2022), judge log-prob (Su & Collier 2023).
+
+    Higher is better; the two definitions are separate keys (module docstring)."""
     defs = (defs,) if isinstance(defs, str) else tuple(defs)
     bad = [d for d in defs if d not in DEFINITIONS]
     if bad or not defs:

@@ -33,7 +33,7 @@ def ratio(text: str) -> float:
 @metric
 def compression_ratio(samples: list[Sample], *, ctx: MetricContext,
                       scopes=SCOPES) -> dict[str, Score]:
-    """gzip compression ratio of the samples, joined (corpus) and one by one (sample)."""
+    """gzip compression ratio of the samples (Shaib et al. 2024), joined (corpus) and one by one."""
     scopes = [scopes] if isinstance(scopes, str) else list(scopes)
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:

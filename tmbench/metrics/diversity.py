@@ -46,6 +46,10 @@ def diversity(samples: list[Sample], *, ctx: MetricContext, ns=(1, 2, 3, 4),
               units=("token", "wordpunct"), scopes=SCOPES, entropy_ns=(1, 2, 3, 4),
               self_bleu_n: int = 4, self_bleu_refs=REFS, smoothing: str = "method1",
               novel_ns=(2,), zipf_max_rank: int = 5000) -> dict[str, Score]:
+    """Diversity: distinct-n (Li et al. 2016), Self-BLEU (Zhu et al. 2018), entropy, novelty, Zipf.
+
+    Within samples, per prompt and over the corpus; keys and definitions are in the module
+    docstring."""
     ns, entropy_ns, novel_ns = check_ns(ns), check_ns(entropy_ns, "entropy_ns"), check_ns(novel_ns, "novel_ns")
     units = check_units(units, ctx.notes)
     scopes = _check("scope", scopes, SCOPES)

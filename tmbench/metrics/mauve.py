@@ -43,7 +43,9 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
           max_text_length: int = 256, num_buckets: int | str = "auto", scaling_factor: float = 5.0,
           kmeans_seeds=KMEANS_SEEDS, min_n: int = 500, kmeans_explained_var: float = 0.9,
           kmeans_num_redo: int = 5, kmeans_max_iter: int = 500, seeds=None) -> dict[str, Score]:
-    """``seeds`` is the old name of ``kmeans_seeds`` (accepted, with a note)."""
+    """MAUVE (Pillutla et al. 2021) of the continuations against the human references, in [0, 1].
+
+    ``seeds`` is the old name of ``kmeans_seeds`` (accepted, with a note)."""
     if num_buckets != "auto" and (not isinstance(num_buckets, int) or num_buckets < 2):
         raise ValueError(f"num_buckets must be 'auto' or an integer >= 2, got {num_buckets!r}")
     if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 1:

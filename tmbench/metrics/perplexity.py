@@ -68,6 +68,10 @@ CORPORA = ("bbc-test", "bbc-valid")
 def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc-test",
                 n_articles: int = 8, max_length: int | None = 127, context_len: int = 1,
                 lm_eval_task: str | None = None, batch_tokens: int = 2048) -> dict[str, Score]:
+    """Held-out perplexity of the generator (BBC test by default): per word, bits per byte.
+
+    Scored by lm-eval's ``loglikelihood_rolling``, one window policy for every model (module
+    docstring)."""
     if lm_eval_task is None and corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; accepted: {', '.join(CORPORA)} "
                          "(or lm_eval_task=<an lm-eval perplexity task>)")
@@ -208,6 +212,10 @@ def _cache_put(ctx: MetricContext, params: dict, res: dict) -> None:
 # ---- generation perplexity ---------------------------------------------------------------------
 def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "gemma3-270m",
             window: int = 1024, stride: int = 512, batch_tokens: int = 2048) -> dict[str, Score]:
+    """Generation perplexity: the samples scored by a pinned judge LM (as in Holtzman et al. 2020).
+
+    Pooled over tokens (headline) and as the mean over samples; closer to the human row is
+    better."""
     check_window(window, stride)
     if not samples:
         return {}

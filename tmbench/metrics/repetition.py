@@ -28,6 +28,9 @@ from tmbench.types import MetricContext, Sample, Score, metric_key
 
 def repetition(samples: list[Sample], *, ctx: MetricContext, ns=(2, 3, 4),
                units=("token", "wordpunct"), loop_n: int = 3) -> dict[str, Score]:
+    """Repetition within samples: rep-n (Su et al. 2022), seq-rep-n (Welleck et al. 2020), Loop%.
+
+    Lower is less repetitive; keys and definitions are in the module docstring."""
     ns, units = check_ns(ns), check_units(units, ctx.notes)
     (loop_n,) = check_ns(loop_n, "loop_n")
     if not samples:

@@ -15,6 +15,10 @@ from tmbench.types import MetricContext, Sample, Score, metric_key
 
 
 def throughput(samples: list[Sample], *, ctx: MetricContext) -> dict[str, Score]:
+    """Throughput: tokens/s, time to first token and per-step latency from the runner's timings.
+
+    One definition for every decoder (DESIGN section 4); comparable within one machine
+    fingerprint."""
     timing = ctx.decode_info.get("timing")
     if not timing or ctx.model is None:
         return {}

@@ -104,7 +104,7 @@ def _parse_dict(d: dict) -> ModelSpec:
 def _parse_string(s: str) -> ModelSpec:
     if s in MODELS:
         return ModelSpec("registered", s)
-    body, opts = _split_options(s)
+    body, opts = split_options(s)
     prefix, sep, rest = body.partition(":")
     if sep and prefix in PREFIXES:
         if not rest:
@@ -120,8 +120,10 @@ def _parse_string(s: str) -> ModelSpec:
     raise ValueError(f"{MODELS.unknown_message(s)}. Accepted forms: {FORMS}")
 
 
-def _split_options(s: str) -> tuple[str, dict[str, str]]:
-    """'hf:x[a=1,b=2]' -> ('hf:x', {'a': '1', 'b': '2'}); a string without brackets as is."""
+def split_options(s: str, what: str = "model") -> tuple[str, dict[str, str]]:
+    """'hf:x[a=1,b=2]' -> ('hf:x', {'a': '1', 'b': '2'}); a string without brackets as is.
+    The one bracket syntax of the command line (model specs, ``--decoder nucleus[p=0.8]``);
+    values stay strings, typed by the caller."""
     if not s.endswith("]") or "[" not in s or Path(s).exists():
         return s, {}
     body, _, inner = s[:-1].rpartition("[")
@@ -129,7 +131,7 @@ def _split_options(s: str) -> tuple[str, dict[str, str]]:
     for part in filter(None, inner.split(",")):
         k, eq, v = part.partition("=")
         if not eq or not k.strip():
-            raise ValueError(f"model {s!r}: options must be name=value pairs, got {part!r}")
+            raise ValueError(f"{what} {s!r}: options must be name=value pairs, got {part!r}")
         opts[k.strip()] = v.strip()
     return body, opts
 
