@@ -188,10 +188,19 @@ def _corpus_cell(scored) -> Cell | None:
 
 
 def runs_cell(records: list[dict], key: str) -> Cell | None:
-    """Mean and sd over runs of a score with one value per run (timings); n = runs."""
-    cell = _corpus_cell([(r, r["metrics"][key]) for r in records if key in r["metrics"]])
+    """Mean and sd over runs of a score with one value per run (timings); n = runs. A run's
+    score marked unreliable (a roofline share above 1) flags the cell; the limit a roofline
+    share is of (its meta ``bound``) goes to ``info["bound"]``."""
+    scored = [(r, r["metrics"][key]) for r in records if key in r["metrics"]]
+    cell = _corpus_cell(scored)
     if cell is not None:
         cell.n = cell.seeds
+        metas = [m.get("meta") or {} for _, m in scored]
+        if any(meta.get("reliable") is False for meta in metas):
+            cell.flags.add("unreliable")
+        bounds = sorted({meta["bound"] for meta in metas if meta.get("bound")})
+        if bounds:
+            cell.info["bound"] = "/".join(bounds)
     return cell
 
 

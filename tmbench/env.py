@@ -36,8 +36,10 @@ def device_name(device: str) -> str:
     return cpu_model()
 
 
-def fingerprint(device: str) -> dict[str, Any]:
-    """What must match for two throughput numbers to be comparable."""
+def fingerprint(device: str, peaks: bool = False) -> dict[str, Any]:
+    """What must match for two throughput numbers to be comparable; with ``peaks``, also the
+    machine's measured peak FLOP/s and bandwidth (:func:`tmbench.peaks.machine_peaks`, measured
+    once per fingerprint id and cached), which are not part of the id."""
     fp = {
         "device_type": device.split(":")[0],
         "device_name": device_name(device),
@@ -46,10 +48,14 @@ def fingerprint(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
     }
     fp["id"] = sha256_text(repr(sorted(fp.items())))[:12]
+    if peaks:
+        from tmbench.peaks import machine_peaks
+
+        fp["peaks"] = machine_peaks(device, fp["id"])
     return fp
 
 
-def environment(device: str) -> dict[str, Any]:
+def environment(device: str, peaks: bool = False) -> dict[str, Any]:
     import tmbench
 
     return {
@@ -58,5 +64,5 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in ("torch", "transformers", "tokenizers", "lm_eval",
                                               "mauve-text", "nltk", "datasets", "numpy")},
-        "fingerprint": fingerprint(device),
+        "fingerprint": fingerprint(device, peaks),
     }

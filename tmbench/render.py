@@ -36,8 +36,10 @@ HEADLINE: list[tuple[str, dict[str, tuple]]] = [
     ("mauve", {}), ("gen_ppl", {"agg": ("pooled", None)}),
     ("heldout_ppl", {"unit": WORD}), ("bits_per_byte", {}),
     ("k1_agree", {"mode": ("position",)}), ("agree_front_argmax", {}),
+    ("tail_norm_ratio", {}), ("tail_copy_rate", {}), ("tail_readability", {}), ("tail_distinct", {}),
     ("entropy_final", {"scale": ("20",)}),
-    ("tokens_per_s", {}), ("ttft_ms", {"q": ("50",)}), ("step_ms", {"q": ("50",)}), ("peak_mem_mb", {}),
+    ("tokens_per_s", {}), ("ttft_ms", {"q": ("50",)}), ("step_ms", {"q": ("50",)}),
+    ("roofline_share", {"phase": ("decode",)}), ("peak_mem_mb", {}),
 ]
 MARKS = {"significant": "*", "unreliable": "†", "self_judged": "§"}
 FIXED = ["model", "decoder", "params", "seeds", "n", "max_new_tokens"]
@@ -118,6 +120,8 @@ def cell_text(c: Cell | None, p: Paired | None = None) -> str:
         extra.append(f"n={c.info['n']}")
     if "kmeans_sd" in c.info:
         extra.append(f"k-means sd {fmt(c.info['kmeans_sd'])}")
+    if "bound" in c.info:
+        extra.append(c.info["bound"])
     if extra:
         s += f" ({', '.join(extra)})"
     m = marks(c, p)
@@ -143,6 +147,8 @@ def cell_title(c: Cell, p: Paired | None = None, runs: bool = False) -> str:
         out.append(f"MAUVE n = {c.info['n']} per side")
     if "buckets" in c.info:
         out.append(f"buckets {c.info['buckets']}")
+    if "bound" in c.info:
+        out.append(f"share of the machine's {c.info['bound']} limit")
     if "kmeans_range" in c.info:
         lo, hi = c.info["kmeans_range"]
         out.append(f"k-means seeds sd {fmt(c.info.get('kmeans_sd'))}, range {fmt(lo)}–{fmt(hi)}")
@@ -205,6 +211,27 @@ def caption(t: Table, shown: list[str]) -> str:
             f"model (e.g. nucleus-0.95 and typical-0.95).{more}")
 
 
+def roofline_notes(t: Table, shown: list[str]) -> list[str]:
+    """The glossary line of the roofline column where it is shown, with the machine's peaks
+    from the table's records."""
+    if not any(parse_key(c)[0] == "roofline_share" for c in shown):
+        return []
+    peaks = next((p for r in t.rows for rec in r.records
+                  if (p := rec.get("environment", {}).get("fingerprint", {}).get("peaks"))), {})
+    flops = ", ".join(f"{v / 1e9:.3g} GFLOP/s {d}" for d, v in (peaks.get("flops") or {}).items())
+    bw = peaks.get("bandwidth")
+    machine = (f"; this machine's measured peaks: {flops}; {bw / 1e9:.3g} GB/s" if flops and bw
+               else "")
+    return ["`roofline_share`: the share of the machine's binding limit that the timed decoding "
+            "steps reached (phase=prefill, the time to first token, is in the CSV), named in "
+            "the cell: bandwidth (weight bytes + KV-cache bytes read per step at its context, "
+            "per second, over the measured memory bandwidth) when the step's FLOPs per byte "
+            "are below the ridge point (peak FLOP/s / bandwidth), else compute (2 x parameters "
+            "x tokens + attention FLOPs per second over the measured peak FLOP/s of the "
+            "model's dtype); one position per row per step unless the decoder reports more "
+            f"(tmbench.roofline); above 1 is impossible and marked †{machine}"]
+
+
 def footnotes(t: Table, shown: list[str]) -> list[str]:
     used = set("".join(marks(r.cells.get(c), r.paired.get(c)) for r in t.rows for c in shown))
     ref = t.facts.get("reference", "greedy")
@@ -214,7 +241,22 @@ def footnotes(t: Table, shown: list[str]) -> list[str]:
              "cell shows n and the sd over k-means seeds), or a score its metric marked unreliable",
         "§": "self-judged: the judge is the generator itself, which favours its own text",
     }
-    return [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
+    out = [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
+    fams = {parse_key(c)[0] for c in shown}
+    out += [f"`{k}`: {TAIL_GLOSSARY[k]}" for k in TAIL_GLOSSARY if k in fams]
+    return out
+
+
+# one line each for the tail-health columns (DESIGN 3.4 item 8; tmbench.tm.health)
+TAIL_GLOSSARY = {
+    "tail_norm_ratio": "mean norm of the vectors fed back as tail inputs over that of the tail "
+                       "inputs training builds (healthy in [0.5, 2])",
+    "tail_copy_rate": "share of tail slots whose nearest token equals the slot ahead's "
+                      "(healthy <= 0.3; collapse = 1)",
+    "tail_readability": "share of tail slots whose prediction equals the model's prediction "
+                        "with the tail's nearest tokens fed as text (healthy >= 0.5)",
+    "tail_distinct": "distinct nearest tokens in the tail over K, averaged over steps",
+}
 
 
 # ---- Markdown and CSV ---------------------------------------------------------------------------
@@ -227,7 +269,7 @@ def to_markdown(t: Table, all_columns: bool = False) -> str:
     for r in t.rows:
         cells = _fixed(t, r) + [cell_text(r.cells.get(c), r.paired.get(c)) for c in cols]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
-    notes = footnotes(t, cols)
+    notes = footnotes(t, cols) + roofline_notes(t, cols)
     if notes:
         lines += [""] + [f"{n}." if i == len(notes) - 1 else f"{n};" for i, n in enumerate(notes)]
     return "\n".join(lines) + "\n"
@@ -427,7 +469,7 @@ def table_html(t: Table) -> str:
         out.append(f'<tr{human} data-i="{i}" data-model="{e(r.model)}" data-decoder="{e(r.decoder)}">'
                    f"{tds}</tr>")
     out.append("</tbody></table></div>")
-    notes = footnotes(t, head + rest)
+    notes = footnotes(t, head + rest) + roofline_notes(t, head + rest)
     if notes:
         out.append('<p class="note">' + "<br>".join(_code(n) for n in notes) + "</p>")
     return "\n".join(out)
@@ -456,8 +498,12 @@ def time_rows(recs: list[dict]) -> list[dict]:
         t = [r.get("timings", {}) for r in rs]
         gen, sc = sum(x.get("generation_s", 0.0) for x in t), sum(x.get("scoring_s", 0.0) for x in t)
         load = sum(x["load_s"] for x in t) if all("load_s" in x for x in t) else None
+        # a resumed (or sharded) run's generation includes batches of other processes, which
+        # its wall time does not: clamped at 0
+        other = sum(max(0.0, x["wall_s"] - x.get("generation_s", 0.0) - x.get("scoring_s", 0.0)
+                        - x.get("load_s", 0.0)) for x in t) if all("wall_s" in x for x in t) else None
         return {"machine": fp, "model": model, "decoder": decoder, "runs": len(rs),
-                "generation_s": gen, "scoring_s": sc, "load_s": load,
+                "generation_s": gen, "scoring_s": sc, "load_s": load, "other_s": other,
                 "share": sc / gen if gen else None}
 
     out = []
@@ -477,26 +523,45 @@ TIME_NOTE = ("Seconds summed over each row's runs, per machine fingerprint, from
 
 TIME_HEAD = ("machine", "model", "decoder", "runs", "generation s", "scoring s", "load s",
              "score/gen")
+# shown where some record stores its wall time (records from before it was stored: no column)
+OTHER_NOTE = ("other s: each run's wall time in the process that wrote its record (from before "
+              "its model was loaded to the record) minus generation, scoring and load: the "
+              "generator's load (first run of a model in a session), the warm-up and "
+              "time-to-first-token decodes of throughput runs, planning and writing; `-` where a "
+              "record has no wall time.")
 
 
-def _time_cells(r: dict) -> list[str]:
+def _has_other(rows: list[dict]) -> bool:
+    return any(r.get("other_s") is not None for r in rows)
+
+
+def _time_head(rows: list[dict]) -> tuple[str, ...]:
+    return TIME_HEAD[:7] + ("other s",) + TIME_HEAD[7:] if _has_other(rows) else TIME_HEAD
+
+
+def _time_cells(r: dict, other: bool = False) -> list[str]:
+    o = r.get("other_s")
     return [r["machine"], r["model"], r["decoder"], str(r["runs"]), f"{r['generation_s']:.1f}",
             f"{r['scoring_s']:.1f}", "-" if r["load_s"] is None else f"{r['load_s']:.1f}",
+            *([("-" if o is None else f"{o:.1f}")] if other else []),
             "-" if r["share"] is None else f"{r['share']:.3f}"]
 
 
 def time_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(TIME_HEAD) + " |", "|" + "---|" * len(TIME_HEAD)]
+    head, other = _time_head(rows), _has_other(rows)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        c = _time_cells(r)
+        c = _time_cells(r, other)
         if r["model"] == "all":
             c[1] = f"**{c[1]}**"
         lines.append("| " + " | ".join(c) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{OTHER_NOTE}\n" if other else "")
 
 
 def time_html(rows: list[dict]) -> str:
-    cells = ["<tr>" + "".join(f"<th>{h}</th>" for h in TIME_HEAD) + "</tr>"]
-    cells += ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in _time_cells(r)) + "</tr>"
-              for r in rows]
-    return f"<p>{html.escape(TIME_NOTE)}</p><table class='time'>{''.join(cells)}</table>"
+    other = _has_other(rows)
+    cells = ["<tr>" + "".join(f"<th>{h}</th>" for h in _time_head(rows)) + "</tr>"]
+    cells += ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in _time_cells(r, other))
+              + "</tr>" for r in rows]
+    note = TIME_NOTE + (" " + OTHER_NOTE if other else "")
+    return f"<p>{html.escape(note)}</p><table class='time'>{''.join(cells)}</table>"

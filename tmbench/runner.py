@@ -113,6 +113,7 @@ def plan_selection(session: Session, models: list[str] | None = None,
 
 def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -> None:
     """One model x decoder setting x seed (x batch size): skip, complete or generate it."""
+    t0 = time.perf_counter()  # the record's wall_s: from here (model load included) to record
     model = session.load_model(run.model)
     spec = run_spec(session, model.identity(), run, plan.prompts)
     key = run_key(key_part(spec))
@@ -128,7 +129,8 @@ def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -
             return
         gen = sharded(resumable(generate))(session, job)
         if gen is not None:
-            rec = finish(session, job, spec, key, gen, plan.metrics, summary, world=world)
+            rec = finish(session, job, spec, key, gen, plan.metrics, summary, world=world,
+                         started=t0)
             summary.add(*row, "written", rec)
         barrier()
         return
@@ -147,17 +149,18 @@ def run_one(session: Session, run: RunPlan, plan: SuitePlan, summary: Summary) -
             summary.add(*row, status, rec)
             return
         gen = resumable(generate)(session, job)
-        rec = finish(session, job, spec, key, gen, plan.metrics, summary)
+        rec = finish(session, job, spec, key, gen, plan.metrics, summary, started=t0)
         summary.add(*row, "written", rec)
 
 
 def finish(session: Session, job: Job, spec, key: str, gen: Generated,
-           metrics: list[MetricPlan], summary: Summary, world: int = 1) -> RunRecord:
+           metrics: list[MetricPlan], summary: Summary, world: int = 1,
+           started: float | None = None) -> RunRecord:
     """Score the generated samples and write the record (then drop the partial files)."""
     fault_point("scoring")
     info = decode_info(session, job.plan, gen)
     scored = score(session, gen.samples, job.model, info, metrics, job.what)
-    record = build_record(session, spec, key, gen, scored, info)
+    record = build_record(session, spec, key, gen, scored, info, started=started)
     if world > 1:
         record["timings"]["world_size"] = world
     write_record(job.folder / "record.json", record)
@@ -213,6 +216,7 @@ def bring_up_to_date(session: Session, rec: RunRecord, folder: Path, model: Any,
 
 def run_human(session: Session, plan: SuitePlan, summary: Summary) -> None:
     """The human row: each prompt's reference continuation, scored like a model's samples."""
+    t0 = time.perf_counter()
     spec = run_spec(session, {"name": HUMAN, "kind": HUMAN}, None, plan.prompts)
     key = run_key(key_part(spec))
     folder = run_dir(session.out, session.suite.name, session.suite.version, key)
@@ -235,7 +239,7 @@ def run_human(session: Session, plan: SuitePlan, summary: Summary) -> None:
                    for p in plan.prompts]
         gen = Generated(samples, [], [], {})
         scored = score(session, samples, None, {"human": True}, plan.metrics, HUMAN)
-        rec = build_record(session, spec, key, gen, scored, {"human": True})
+        rec = build_record(session, spec, key, gen, scored, {"human": True}, started=t0)
         write_record(folder / "record.json", rec)
     summary.done.append(folder)
     summary.add(*row, "written", rec)

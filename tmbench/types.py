@@ -89,7 +89,14 @@ class ARModelProtocol(Protocol):
 
 class TMModelProtocol(Protocol):
     """A Token Maturation model (DESIGN 3): a tail of K vectors matured over a KV cache of
-    committed tokens, committed by nearest embedding, scored by the induced distribution."""
+    committed tokens, committed by nearest embedding, scored by the induced distribution.
+
+    Optional, outside the protocol: ``training_tail_norm(alpha, sigma) -> Tensor`` gives the
+    norm of the tail inputs the model's training objective builds at maturities ``alpha``; the
+    tail-health trace uses it for ``tail_norm_ratio`` and falls back to the mean norm of the
+    embedding rows when a model does not provide it. ``expected_embedding(z) -> Tensor`` (the
+    expected embedding under the induced distribution) is what the decoder's ``feed: expected``
+    calls; a model without it can decode with ``feed: state`` or ``nearest``."""
 
     kind: str  # "tm"
     name: str
@@ -190,7 +197,10 @@ class DecodeInfo(TypedDict, total=False):
     seed: int  # run seed; prompt i drew from prompt_generator(seed, i)
     max_new_tokens: int
     # {"batches": [{"wall_s", ...} per batch], "memory_backoff": [...], "fingerprint": machine
-    # fingerprint, "peak_memory": {...}}: what the throughput metric reads
+    # fingerprint (with "peaks" when measured, tmbench.peaks), "peak_memory": {...}}: what the
+    # throughput metric reads. A decoder whose step feeds more than one position per row
+    # may say so in its batch info (DecodeOutput.info scalars): "rows_per_step",
+    # "positions_per_step" (the roofline's work per step; default the batch size and 1)
     timing: dict[str, Any]
     human: bool  # the samples are the human reference continuations
     dry_run: bool  # plan-time check of the metric's parameters, no real samples
@@ -289,7 +299,8 @@ class RunRecord(TypedDict, total=False):
     environment: dict[str, Any]
     created: str
     # {"generation_s", "scoring_s" (metric compute), "load_s" (judges and featurizers loaded
-    # while scoring), "batches", "memory_backoff", "peak_memory", "world_size"?}
+    # while scoring), "wall_s"? (the run in the process that wrote the record, from before its
+    # model was loaded to the record), "batches", "memory_backoff", "peak_memory", "world_size"?}
     timings: dict[str, Any]
     # metric key -> {"value", "per_sample", "higher_is_better", "meta", "metric", "metric_id"}
     metrics: dict[str, dict[str, Any]]

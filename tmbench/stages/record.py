@@ -88,12 +88,16 @@ def decode_info(session: Session, plan: RunPlan, gen: Generated) -> DecodeInfo:
 
 
 def build_record(session: Session, spec: RunSpec, key: str, gen: Generated, scored: Scored,
-                 info: DecodeInfo) -> RunRecord:
+                 info: DecodeInfo, started: float | None = None) -> RunRecord:
+    """The record of a generated and scored run; ``started`` (``time.perf_counter()`` when the
+    run began in this process) gives ``timings["wall_s"]``, the run's wall time up to now."""
     timings = {"generation_s": sum(b["wall_s"] for b in gen.batches),
                "scoring_s": sum(m.get("scoring_s", 0.0) for m in scored.metric_runs.values()),
                "load_s": sum(m.get("load_s", 0.0) for m in scored.metric_runs.values()),
                "batches": gen.batches, "memory_backoff": gen.memory_backoff,
                "peak_memory": gen.peak_memory}
+    if started is not None:
+        timings["wall_s"] = time.perf_counter() - started
     rec: RunRecord = {
         "schema_version": SCHEMA_VERSION, "key": key, "spec": spec,
         "row": {"model": spec["model"]["name"], "decoder": spec["decoder"]["label"]},

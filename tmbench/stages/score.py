@@ -125,6 +125,9 @@ def complete(session: Session, rec: RunRecord, model: Any, metrics: list[MetricP
     t = rec["timings"]
     new["timings"] = {**t, **{k: t.get(k, 0.0) + sum(m.get(k, 0.0) for m in scored.metric_runs.values())
                               for k in ("scoring_s", "load_s")}}
+    if "wall_s" in t:  # the rescoring's own time, so that wall - generation - scoring - load stays
+        new["timings"]["wall_s"] = t["wall_s"] + sum(new["timings"][k] - t.get(k, 0.0)
+                                                     for k in ("scoring_s", "load_s"))
     return new, todo, gone
 
 

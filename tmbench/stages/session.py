@@ -43,7 +43,7 @@ class Session:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         self.out = Path(self.out)
-        self.env = environment(self.device)
+        self.env = environment(self.device, peaks=self.timed)  # peaks: the roofline
 
     @property
     def timed(self) -> bool:

@@ -54,6 +54,16 @@ class Recorder:
         self.hist.append([])
 
 
+def training_norm(model, alpha: torch.Tensor, sigma_embryo: float) -> float:
+    """The reference of ``tail_norm_ratio``: the mean norm of the tail inputs the model's
+    training builds at maturities ``alpha`` where the model says so (``training_tail_norm``,
+    outside the protocol), else the mean norm of its embedding rows."""
+    own = getattr(model, "training_tail_norm", None)
+    if own is not None:
+        return float(own(alpha, sigma_embryo).mean())
+    return float(model.emb.detach().float().norm(dim=-1).mean())
+
+
 class TailHealth:
     """Per sample, the tail's health at every committing step (``Sample.info["tail"]``; the
     format is described in :class:`tmbench.types.TailHealth`)."""
@@ -73,7 +83,7 @@ class TailHealth:
         m, shift = self.model, self.model.readout_shift
         n_fed = inputs.shape[1] - shift  # under ``next`` the newest slot is not forwarded
         norm = inputs[:, :n_fed].float().norm(dim=-1).mean(-1) if n_fed else None  # (B,)
-        ref = float(m.training_tail_norm(alpha[:n_fed], sigma_embryo).mean()) if n_fed else None
+        ref = training_norm(m, alpha[:n_fed], sigma_embryo) if n_fed else None
         tok = m.nearest(states)  # (B, K)
         # under ``next`` the front slot's prediction is read from committed history only
         readable = agree_share(m.nearest(z_hat), text_tok, first=shift)
