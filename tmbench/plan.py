@@ -320,7 +320,26 @@ def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None
             for s in (seeds or d.seeds or suite.seeds):
                 for bs in suite.batch_sizes:
                     plans.append(RunPlan(m, d, params, defaults_of(fn), s, bs))
+    _refuse_shared_runs(plans)
     return plans
+
+
+def _refuse_shared_runs(plans: list[RunPlan]) -> None:
+    """Two labels with the same resolved settings on one model would be one run (labels are
+    not in run keys), so one record and one row under whichever label ran first: refused (a
+    sweep point that repeats a hand-written entry is the usual way to get there)."""
+    import json
+
+    seen: dict[tuple, str] = {}
+    for p in plans:
+        k = (p.model, p.decoder.name, json.dumps(p.params, sort_keys=True, default=str), p.seed,
+             p.batch_size)
+        other = seen.setdefault(k, p.decoder.label)
+        if other != p.decoder.label:
+            raise ValueError(f"decoder entries {other!r} and {p.decoder.label!r} give model "
+                             f"{p.model!r} the same settings ({p.decoder.name} with "
+                             f"{k[2]}): one run, one record, one row; drop one of them or "
+                             "take the point out of the sweep")
 
 
 @dataclass

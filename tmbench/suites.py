@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tmbench.fileio import sha256_text
+from tmbench.sweeps import expand_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -53,6 +54,8 @@ class Suite:
     content_hash: str = ""
     human_row: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # paired comparisons shown with the tables: (row, reference), each "MODEL/LABEL"
+    compare: tuple[tuple[str, str], ...] = ()
 
 
 def suite_dirs() -> list[Path]:
@@ -162,18 +165,24 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path,
     if not isinstance(raw, list) or not raw:
         c.fail("decoders", "must be a non-empty list of {name, params, label, seeds} or {include: FILE}")
     out: list[DecoderSpec] = []
+    entries = []
     for i, e in enumerate(raw):
         if isinstance(e, str):
             e = {"name": e}
         if isinstance(e, dict) and "include" in e:
-            out.extend(_decoder_entries(e, c, base, chain))
+            entries.append((i, e))
             continue
         if not isinstance(e, dict) or "name" not in e:
             c.fail(f"decoders[{i}]", f"must be a mapping with a 'name', got {e!r}")
-        unknown = set(e) - {"name", "params", "label", "seeds", "models"}
+        unknown = set(e) - {"name", "params", "label", "seeds", "models", "sweep"}
         if unknown:
             c.fail(f"decoders[{i}]", f"unknown fields {sorted(unknown)}; accepted: name, params, "
-                                     "label, seeds, models")
+                                     "label, seeds, models, sweep (tmbench.sweeps)")
+        entries += [(i, x) for x in expand_sweep(e, f"{c.where}: decoders[{i}]")]
+    for i, e in entries:
+        if "include" in e:
+            out.extend(_decoder_entries(e, c, base, chain))
+            continue
         name = c.name(e["name"], f"decoders[{i}].name")
         label = c.name(e.get("label", name), f"decoders[{i}].label")
         seeds = c.ints(e, "seeds", None) if "seeds" in e else None
@@ -202,6 +211,48 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path,
         c.fail("decoders", f"labels must be unique, repeated: {dup} (set 'label:'; one label "
                            "may list several models only with the same settings)")
     return out
+
+
+def split_row(ref: str) -> tuple[str, str]:
+    """``"MODEL/LABEL" -> (MODEL, LABEL)``; split at the last ``/`` (model specs may hold
+    slashes, labels never do)."""
+    model, sep, label = ref.rpartition("/") if isinstance(ref, str) else ("", "", "")
+    if not sep or not model or not label:
+        raise ValueError(f"{ref!r} is not MODEL/LABEL (e.g. ar-smollm2/greedy, human/reference)")
+    return model, label
+
+
+def _compare_entries(raw: Any, c: _Checker, models: tuple[str, ...],
+                     decoders: list[DecoderSpec]) -> tuple[tuple[str, str], ...]:
+    """``compare: [{row: MODEL/LABEL, to: MODEL/LABEL}, ...]``: rows of this suite (a model
+    it lists, or ``human/reference``, with one of its decoder labels)."""
+    if not isinstance(raw, list):
+        c.fail("compare", f"must be a list of {{row: MODEL/LABEL, to: MODEL/LABEL}}, got {raw!r}")
+    labels = {d.label: d for d in decoders}
+    out = []
+    for i, e in enumerate(raw):
+        if not isinstance(e, dict) or set(e) != {"row", "to"}:
+            c.fail(f"compare[{i}]", f"must be a mapping {{row: MODEL/LABEL, to: MODEL/LABEL}}, "
+                                    f"got {e!r}")
+        for k in ("row", "to"):
+            try:
+                model, label = split_row(e[k])
+            except ValueError as err:
+                c.fail(f"compare[{i}].{k}", str(err))
+            if (model, label) == ("human", "reference"):
+                continue
+            if model not in models:
+                c.fail(f"compare[{i}].{k}", f"model {model!r} is not in the suite's models "
+                                            f"{list(models)} (or human/reference)")
+            d = labels.get(label)
+            if d is None or (d.models is not None and model not in d.models):
+                ok = sorted(x.label for x in decoders if x.models is None or model in x.models)
+                c.fail(f"compare[{i}].{k}", f"{label!r} is not a decoder label the suite runs "
+                                            f"on {model}; accepted: {', '.join(ok)}")
+        if e["row"] == e["to"]:
+            c.fail(f"compare[{i}]", f"compares {e['row']} with itself")
+        out.append((e["row"], e["to"]))
+    return tuple(dict.fromkeys(out))
 
 
 def _model_entry(m: Any, c: _Checker, where: str) -> str:
@@ -266,7 +317,7 @@ def _read_yaml(path: Path) -> Any:
 
 ALLOWED = {"name", "version", "description", "dataset", "max_new_tokens", "batch_size",
            "batch_sizes", "seeds", "samples_per_prompt", "models", "decoders", "metrics",
-           "human_row", "extra"}
+           "human_row", "extra", "compare"}
 DATASET_FIELDS = {"source", "split", "n_prompts", "prompt_len", "reference_len", "prompt_unit",
                   "tokenizer", "path", "name", "text_field", "join_lines", "per_article", "boundary"}
 
@@ -335,7 +386,10 @@ def load_suite(name_or_path: str) -> Suite:
         samples_per_prompt=c.int_(raw, "samples_per_prompt", 1, hi=1000),
         models=models, decoders=tuple(decoders), metrics=tuple(metrics), path=str(path),
         human_row=human, extra=c.params(raw.get("extra"), "extra"),
+        compare=_compare_entries(raw.get("compare", []), c, models, decoders),
     )
-    blob = json.dumps({k: v for k, v in suite.__dict__.items() if k not in ("path", "content_hash")},
+    # a suite without comparisons hashes as it did before the field existed
+    blob = json.dumps({k: v for k, v in suite.__dict__.items()
+                       if k not in ("path", "content_hash") and (k != "compare" or v)},
                       sort_keys=True, default=lambda o: o.__dict__)
     return Suite(**{**suite.__dict__, "content_hash": sha256_text(blob)[:16]})
