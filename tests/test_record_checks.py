@@ -181,3 +181,6 @@ def test_leaderboard_reference_must_be_a_row_label(runs, capsys, monkeypatch):
     err = one_line_error(capsys, 2, main(["leaderboard", "--out", "runs", "--reference", "nowhere"]))
     assert "'nowhere'" in err and "accepted: greedy" in err
     assert main(["leaderboard", "--out", "runs", "--reference", "greedy", "--json"]) == 0
+    err = one_line_error(capsys, 2, main(["report", "--out", "runs", "--reference", "nowhere"]))
+    assert "'nowhere'" in err and "accepted: greedy" in err
+    assert not (runs / "report.html").exists()

@@ -258,16 +258,9 @@ def cmd_leaderboard(args) -> int:
         raise ValueError(f"results directory {out} does not exist; run `tmbench run` first or pass --out")
     warn = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.reference is not None:  # a label no row has would silently mark nothing
-        from tmbench.leaderboard import reference_labels
-        from tmbench.registry import closest
+        from tmbench.leaderboard import check_reference
 
-        labels = reference_labels(out, args.suite)
-        if args.reference not in labels:
-            close = closest(args.reference, labels)
-            raise ValueError(f"--reference {args.reference!r} is the decoder label of no row under "
-                             f"{out}{f' (suite {args.suite})' if args.suite else ''}"
-                             f"{f'; did you mean {close!r}?' if close else ''}; accepted: "
-                             f"{', '.join(labels) or '(none: no records)'}")
+        check_reference(out, args.suite, args.reference)
     reference = args.reference or "greedy"
     dest = Path(args.dest) if args.dest else out / "leaderboards"
     written = write_leaderboards(out, dest, args.suite, warn=warn, reference=reference)

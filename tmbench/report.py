@@ -351,15 +351,20 @@ def add_report_cli(sub: Any) -> None:
     p.add_argument("--out", default="runs", help="results directory with records")
     p.add_argument("--dest", help="output file (default: <out>/report.html)")
     p.add_argument("--suite")
-    p.add_argument("--reference", default="greedy", help="decoder label rows are compared with")
+    p.add_argument("--reference", help="decoder label rows are compared with (default greedy; "
+                                       "must be the label of a row)")
     p.set_defaults(handler=_cmd_report)
 
 
 def _cmd_report(args) -> int:
     import sys
 
+    from tmbench.compare import check_reference
+
+    if args.reference is not None:  # a label no row has would silently mark nothing
+        check_reference(Path(args.out), args.suite, args.reference)
     dest = Path(args.dest) if args.dest else Path(args.out) / "report.html"
-    path = build_report(Path(args.out), dest, args.suite, args.reference,
+    path = build_report(Path(args.out), dest, args.suite, args.reference or "greedy",
                         warn=lambda m: print(m, file=sys.stderr))
     print(f"wrote {path}")
     return 0
