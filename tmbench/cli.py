@@ -1,4 +1,4 @@
-"""`tmbench run | list | show | leaderboard | train | report`.
+"""`tmbench run | list | show | leaderboard | train | report | frontier`.
 
 User errors (bad suite files, unknown names, wrong parameter types or values) print one line
 naming the problem and what is accepted, and exit with code 2 before anything is written.
@@ -111,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_report_cli(sub)
     from tmbench.export import add_export_cli
+    from tmbench.frontier_report import add_frontier_cli
     from tmbench.lm_eval_cli import add_lm_eval_cli
 
     add_lm_eval_cli(sub)
     add_export_cli(sub)
+    add_frontier_cli(sub)
     return p
 
 

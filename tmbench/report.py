@@ -22,6 +22,7 @@ import numpy as np
 from tmbench.aggregate import HUMAN, Cell, Table, tables_from_records
 from tmbench.render import WORD, find_column, fmt, page_html, parse_key, table_html
 from tmbench.results import atomic_write_text, iter_records
+from tmbench.suites import with_suite_headlines
 
 DPI = 100
 MAX_WIDTH_IN = 11.0
@@ -325,7 +326,7 @@ def build_report(root: Path, dest: Path, suite: str | None = None, reference: st
     matplotlib.use("Agg")
     recs = [rec for _, rec in iter_records(root, warn=warn)
             if suite is None or rec["spec"]["suite"]["name"] == suite]
-    tables = tables_from_records(recs, reference)
+    tables = with_suite_headlines(tables_from_records(recs, reference), warn)
     if not tables:
         raise ValueError(f"no run records under {root}" + (f" for suite {suite!r}" if suite else ""))
     newest = max((r["created"] for r in recs), default="?")
@@ -340,6 +341,9 @@ def build_report(root: Path, dest: Path, suite: str | None = None, reference: st
         srecs = [r for r in recs if (r["spec"]["suite"]["name"], r["spec"]["suite"]["version"]) == (t.suite, t.version)]
         body.append(f"<h2>{head}: leaderboard</h2>" + table_html(t))
         body.append(_plots(t))
+        from tmbench.frontier_report import report_section  # frontiers; the suite's compare:
+
+        body.append(report_section(t, warn))
         body.append("<h2>Samples</h2>" + _samples(srecs))
         body.append("<h2>Environment</h2>" + _environment(srecs))
     atomic_write_text(dest, page_html("tmbench report", "".join(body)))
