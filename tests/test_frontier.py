@@ -143,3 +143,54 @@ def test_figures_svg_and_png_and_a_caption_that_promises_a_human_point_only_with
     assert [p.name for p in written] == ["s-v1-frontier-tm-vs-ar.svg", "s-v1-frontier-tm-vs-ar.png"]
     first = written[0].read_text()
     assert write_figures(_table(), tmp_path, (("tm/a", "ar/t-low"),)) and written[0].read_text() == first
+
+
+SUITE = """name: frontier-test
+version: 1
+dataset: {source: bbc, split: test, n_prompts: 4, prompt_len: 6, reference_len: 12}
+max_new_tokens: 8
+batch_size: 4
+models: [toy-random]
+metrics: [{name: repetition}, {name: diversity}, {name: test_fake_ppl}]
+decoders:
+  - {name: greedy}
+  - {name: nucleus, sweep: {p: [0.5, 0.9]}}
+compare:
+  - {row: toy-random/greedy, to: toy-random/nucleus-p0.9}
+"""
+
+
+def test_frontier_command_and_report_section(tmp_path, monkeypatch, capsys):
+    import json
+
+    from tmbench.cli import main
+    from tmbench.registry import register_metric
+    from tmbench.report import build_report
+    from tmbench.runner import Runner
+    from tmbench.suites import load_suite
+    from tmbench.types import Score, metric_key
+
+    @register_metric("test_fake_ppl")
+    def fake_ppl(samples, *, ctx):
+        """A per-sample stand-in for a judge's perplexity (every row has it, the human row too)."""
+        per = [1.0 + len(set(s.text.split())) for s in samples]
+        return {metric_key("gen_ppl", agg="pooled", judge="none"): Score(float(np.mean(per)), per, None, {})}
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "frontier-test.yaml").write_text(SUITE)
+    monkeypatch.chdir(tmp_path)  # the suite is found by the name its records carry
+    Runner(load_suite("frontier-test"), tmp_path / "runs", progress=False, log=lambda *a: None).run()
+    capsys.readouterr()
+    assert main(["frontier", "--out", "runs", "--dest", "fig", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)[0]
+    assert [m["row"] for m in got["matched"]][:1] == ["toy-random/greedy"]
+    assert {f["family"] for m in got["matched"] for f in m["families"]} == {"nucleus"}
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+        "frontier-test-v1-frontier-toy-random.png", "frontier-test-v1-frontier-toy-random.svg"]
+    assert main(["frontier", "--out", "runs", "--row", "toy-random/nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'toy-random/nope' is the row of no table" in err and "toy-random/greedy" in err
+    assert len(err.splitlines()) == 1
+    page = build_report(tmp_path / "runs", tmp_path / "report.html").read_text()
+    for head in ("Quality-diversity frontiers", "Matched quality", "Paired differences"):
+        assert head in page

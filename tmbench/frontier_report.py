@@ -23,8 +23,8 @@ from tmbench.frontier import (DIVERSITY, QUALITY, Matched, axes, family_frontier
 from tmbench.render import fmt
 
 MARKERS = "os^DvPX<>p"
-RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
-      "ytick.labelsize": 7, "legend.fontsize": 8, "figure.dpi": 100}
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 8,
+      "ytick.labelsize": 8, "legend.fontsize": 8, "figure.dpi": 100}  # no text under 8 pt
 
 
 def views(t: Table, pairs: tuple[tuple[str, str], ...],
@@ -150,15 +150,15 @@ def write_figures(t: Table, dest: Path, pairs: tuple[tuple[str, str], ...],
 def matched_for(t: Table, pairs: tuple[tuple[str, str], ...], rows: list[str] | None = None,
                 against: list[str] | None = None) -> list[Matched]:
     """Matched-quality comparisons: each named row (default: the rows of the compare pairs
-    whose reference is another model) against the families of ``against`` models, else of its
-    reference's model, else its own model's other families."""
+    whose reference is not the human row) against the families of ``against`` models, else of
+    its reference's model, else its own model's other families."""
     if against:
         return [m for a in rows or [a for a, _ in pairs] if (row := find_row(t, a))
                 for m in matched(t, row, against)]
     wanted: dict[str, list[str]] = {}
     for a, b in pairs:
         ma, mb = a.rpartition("/")[0], b.rpartition("/")[0]
-        if ma != mb and mb != HUMAN and (rows is None or a in rows):
+        if HUMAN not in (ma, mb) and (rows is None or a in rows):
             wanted.setdefault(a, []).append(mb)
     for a in rows or []:
         wanted.setdefault(a, [a.rpartition("/")[0]])
