@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the committed results from scratch with the shipped models: the valid-split sweep
 # that chose tm-smollm2's decoding setting, the default suite's records in results/runs/, the
-# tables in results/, the report, and the README's tables (the paper table from `standard`).
+# tables in results/, the report, the README's tables (the paper table from `standard`) and the
+# quality-diversity frontier figures.
 # The standard suite takes hours on 2 CPU cores; its committed rows are completed row by row
 # (`tmbench run --suite standard --out results/runs --model M --decoder D`), so this script
 # only rebuilds its tables from the records that exist.
@@ -16,3 +17,4 @@ PY="${PYTHON:-.venv/bin/python}"
 "$TMBENCH" leaderboard --out results/runs --dest results --suite default --readme README.md \
     --paper-suite standard
 "$TMBENCH" report --out results/runs --dest results/report.html
+"$TMBENCH" frontier --out results/runs --dest results    # results/<suite>-v<version>-frontier-*.{svg,png}

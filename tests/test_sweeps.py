@@ -97,3 +97,15 @@ def test_a_point_that_repeats_an_entry_is_refused(tmp_path):
 def test_sweep_in_a_suite_names_the_entry(tmp_path):
     with pytest.raises(ValueError, match=r"decoders\[0\]\.sweep: p: has duplicates"):
         load(tmp_path, HEAD + "  - {name: nucleus, sweep: {p: [0.9, 0.9]}}\n")
+
+
+def test_a_tm_decoding_field_sweeps_like_any_parameter(tmp_path):
+    text = HEAD.replace("models: [toy-random]", "models: [toy-random, tm-smollm2]") + (
+        '  - {name: maturation, label: "tm-a{alpha_max}-k{tail_len}", models: [tm-smollm2],\n'
+        "     params: {feed: nearest}, sweep: {alpha_max: [0.5, 0.9], tail_len: [1, 4]}}\n")
+    plans = plan_runs(load(tmp_path, text), None, None, None, log=lambda *a: None)
+    got = {p.decoder.label: (p.params["alpha_max"], p.params["tail_len"], p.params["feed"])
+           for p in plans}
+    assert got == {"tm-a0.5-k1": (0.5, 1, "nearest"), "tm-a0.5-k4": (0.5, 4, "nearest"),
+                   "tm-a0.9-k1": (0.9, 1, "nearest"), "tm-a0.9-k4": (0.9, 4, "nearest")}
+    assert {p.model for p in plans} == {"tm-smollm2"}
