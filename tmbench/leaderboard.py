@@ -135,27 +135,47 @@ TWIN_COLUMNS = [
 ]
 
 
+def paper_pairs(t, order) -> tuple[list[tuple], str]:
+    """(row, reference) pairs of the paper table's differences and who the reference is: the
+    suite's ``compare:`` pairs whose row the table shows (reference not the human row), else
+    each TM row against the twin's greedy row."""
+    from tmbench.aggregate import HUMAN
+
+    pairs = [(compare.find_row(t, a), compare.find_row(t, b))
+             for a, b in compare.suite_pairs(t.suite, warn=lambda m: None)
+             if not b.startswith(f"{HUMAN}/")]
+    pairs = [(r, ref) for r, ref in pairs if any(r is o for o in order) and ref is not None]
+    if pairs:
+        return pairs, "its reference in the suite's compare:"
+    ref = next((r for r in t.rows if (r.model, r.config.get("label")) == TWIN_REFERENCE), None)
+    return ([(r, ref) for r in order if r.model.startswith("tm-") and ref is not None],
+            " ".join(TWIN_REFERENCE))
+
+
 def twin_differences(t, order) -> list[str]:
-    """Markdown lines: each TM row minus the twin's greedy row on the same prompts, on the
-    per-prompt counterparts of the paper's columns, with the paired bootstrap 95% interval over
-    prompts (``*``: the interval excludes 0)."""
+    """Markdown lines: each TM row minus the twin's greedy row (or each row of the suite's
+    ``compare:`` pairs minus its reference) on the same prompts, on the per-prompt counterparts
+    of the paper's columns, with the paired bootstrap 95% interval over prompts (``*``: the
+    interval excludes 0)."""
     from tmbench.cells import paired_bootstrap, parse_key, stream
 
-    ref = next((r for r in t.rows if (r.model, r.config.get("label")) == TWIN_REFERENCE), None)
-    tm = [r for r in order if r.model.startswith("tm-") and ref is not None]
-    if not tm:
+    pairs, whom = paper_pairs(t, order)
+    if not pairs:
         return []
+    by_pair = len({ref.key for _, ref in pairs}) > 1 or whom.startswith("its")
     cols = []
     for head, fam, want in TWIN_COLUMNS:
         hit = [c for c in t.columns if parse_key(c)[0] == fam
                and all(parse_key(c)[1].get(k) == v for k, v in want.items())]
         cols.append((head, hit[0] if hit else None))
-    out = ["", f"Each TM row minus {' '.join(TWIN_REFERENCE)} on the same prompts (seq-Rep-n: "
+    who = "Each row minus " + whom if by_pair else f"Each TM row minus {whom}"
+    out = ["", f"{who} on the same prompts (seq-Rep-n: "
                "per-sample rep-n, Welleck et al. 2020; 95% paired bootstrap interval over prompts; "
                "`*`: excludes 0):", "",
-           "| model | decoder | " + " | ".join(h for h, _ in cols) + " |",
-           "|---|---|" + "---|" * len(cols)]
-    for r in tm:
+           "| model | decoder | " + ("reference | " if by_pair else "")
+           + " | ".join(h for h, _ in cols) + " |",
+           "|---|---|" + ("---|" if by_pair else "") + "---|" * len(cols)]
+    for r, ref in pairs:
         cells = []
         for head, key in cols:
             a, b = (r.cells.get(key), ref.cells.get(key)) if key else (None, None)
@@ -167,7 +187,8 @@ def twin_differences(t, order) -> list[str]:
             k = 100 if head.startswith("Loop") else 1
             star = "*" if p.significant else ""
             cells.append(f"{fmt(k * p.diff)}{star} [{fmt(k * p.lo)}, {fmt(k * p.hi)}]")
-        out.append(f"| {r.model} | {r.decoder} | " + " | ".join(cells) + " |")
+        named = f"{ref.model}/{ref.decoder} | " if by_pair else ""
+        out.append(f"| {r.model} | {r.decoder} | {named}" + " | ".join(cells) + " |")
     return out
 
 
