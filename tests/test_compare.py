@@ -120,3 +120,10 @@ def test_differences_table_is_written_with_the_leaderboards(tmp_path, monkeypatc
     assert all(not r["p"] for r in rows if r["metric"] == "rep[n=2,unit=wordpunct]")  # corpus-level
     html = (tmp_path / "lb" / "cmp-test-v1.html").read_text()
     assert "paired differences" in html
+    # the paper table's differences follow the pairs (a human reference aside)
+    from tmbench.leaderboard import paper_table
+
+    paper = paper_table(tmp_path / "runs", "cmp-test", ("toy-random",), ("greedy", "nucleus-p0.5"))
+    assert "Each row minus its reference in the suite's compare:" in paper
+    assert "| toy-random | nucleus-p0.5 | toy-random/greedy |" in paper
+    assert "human/reference |" not in paper
