@@ -100,13 +100,15 @@ def _num(v):
 
 
 def _sorted(rows: list[dict], kind: str, desc: bool) -> list[int]:
-    """The order the page promises: by value (numbers, or lower-cased text), cells without a
-    value last either way, ties in record order (data-i)."""
+    """The order the page promises: the human row first, then by value (numbers, or
+    lower-cased text), cells without a value last either way, ties in record order (data-i)."""
     val = _num if kind == "num" else (lambda v: v.lower())
+    human = [r for r in rows if r["model"] == "human"]
+    rows = [r for r in rows if r["model"] != "human"]
     have = sorted((r for r in rows if val(r["v"]) is not None), key=lambda r: r["i"])
     have.sort(key=lambda r: val(r["v"]), reverse=desc)  # stable: ties keep data-i order
     empty = sorted((r for r in rows if val(r["v"]) is None), key=lambda r: r["i"])
-    return [r["i"] for r in have + empty]
+    return [r["i"] for r in human + have + empty]
 
 
 def _header(d, col):
@@ -152,7 +154,8 @@ def test_clicking_a_header_sorts_the_rows_and_a_second_click_reverses_them(brows
     shown = _rows(d, "decoder")[0]
     assert [r["i"] for r in shown] == _sorted(by_decoder, "text", False)
     assert [r["i"] for r in shown] != twice
-    assert [r["v"].lower() for r in shown] == sorted(r["v"].lower() for r in shown)
+    rest = [r["v"].lower() for r in shown if r["model"] != "human"]
+    assert shown[0]["model"] == "human" and rest == sorted(rest)
 
 
 def _visible(d) -> list[list[tuple[str, str]]]:

@@ -175,11 +175,56 @@ def test_headline_columns_select_by_family_and_preferred_params():
            "heldout_ppl[corpus=bbc-test,unit=byte]", "bits_per_byte[corpus=bbc-test]",
            "gen_ppl[judge=j]", "gen_ppl[agg=pooled,judge=j]", "gen_ppl[judge=k]"]
     assert headline(new) == ["rep[n=2,unit=wordpunct]", "self_bleu[level=sentence,n=4,refs=all,unit=wordpunct]",
-                             "self_bleu[level=corpus,n=4,refs=all,unit=wordpunct]",
                              "gen_ppl[agg=pooled,judge=j]", "gen_ppl[judge=k]",
                              "heldout_ppl[corpus=bbc-test,unit=wordpunct]", "bits_per_byte[corpus=bbc-test]"]
     old = ["heldout_ppl[corpus=c,unit=token]", "heldout_ppl[corpus=c,unit=word]", "rep[n=2,unit=word]"]
     assert headline(old) == ["rep[n=2,unit=word]", "heldout_ppl[corpus=c,unit=word]"]
+
+
+def test_a_suite_chooses_its_headline_by_key_or_short_name_at_most_12():
+    cols = ["rep[n=2,unit=wordpunct]", "compression_ratio[scope=corpus]", "my_plugin[x=1]",
+            "gen_ppl[agg=pooled,judge=j]", "gen_ppl[agg=pooled,judge=k]", "mauve[c=5,featurizer=f]"]
+    # a short name, a full key, a plugin's key; "gen-ppl" names both judges' columns
+    assert headline(cols, ["compression", "my_plugin[x=1]", "gen-ppl", "Rep-2"]) == [
+        "compression_ratio[scope=corpus]", "my_plugin[x=1]", "gen_ppl[agg=pooled,judge=j]",
+        "gen_ppl[agg=pooled,judge=k]", "rep[n=2,unit=wordpunct]"]
+    assert headline(cols, ["gen-ppl (judge=k)"]) == ["gen_ppl[agg=pooled,judge=k]"]
+    assert headline(cols, ["nothing-here"]) == headline(cols)  # nothing matches: the default
+    many = [f"plugin_{i}" for i in range(30)]  # no default column: the table's first 12
+    assert headline(many) == many[:12] and headline(many, many[::-1]) == many[::-1][:12]
+
+
+def test_short_names_are_unique_and_the_glossary_names_the_full_keys(tmp_path):
+    from tmbench.glossary import short_names
+    from tmbench.render import to_csv
+
+    names = short_names(["rep[n=2,unit=wordpunct]", "rep[n=2,unit=token]", "mauve[c=5,featurizer=f]",
+                         "self_bleu[level=sentence,n=4,refs=all,unit=wordpunct]",
+                         "coherence[def=judge-logprob,judge=j]", "bits_per_byte[corpus=c]",
+                         "heldout_ppl[corpus=c,unit=word]", "loop[n=3,unit=wordpunct]",
+                         "distinct[n=2,scope=corpus,unit=wordpunct]", "gen_ppl[agg=pooled,judge=j]",
+                         "gen_ppl[agg=pooled,judge=k]", "plugin[a=1]"])
+    assert list(names.values()) == ["Rep-2", "Rep-2 (tok)", "MAUVE", "Self-BLEU", "coherence (judge)",
+                                    "bits/byte", "held-out ppl", "Loop", "Dist-2", "gen-ppl (judge=j)",
+                                    "gen-ppl (judge=k)", "plugin[a=1]"]
+
+    def metrics(order, seed):
+        return {"rep[n=2,unit=word]": score(0.1, [0.1 + i for i in order], hib=False),
+                "my_plugin[x=1]": score(0.5, [0.5] * len(order), {"definition": "a plugin's own words"})}
+
+    root = write(tmp_path / "runs", make_record(metrics, seed=0))
+    t = table(root)
+    assert "my_plugin[x=1]" not in to_markdown(t).split("Columns:")[0]  # not a default column
+    t.facts["headline"] = ["Rep-2", "my_plugin[x=1]"]  # what a suite's headline: sets
+    md = to_markdown(t)
+    head = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "| Rep-2 ↓ |" in head and "| my_plugin[x=1] |" in head and "rep[n=2" not in head
+    assert "- **Rep-2 ↓**: " in md and "lower is better" in md and "`rep[n=2,unit=word]`" in md
+    assert "- **my_plugin[x=1]**: a plugin's own words; no better direction; `my_plugin[x=1]`" in md
+    csv_head, first = to_csv(t).splitlines()[:2]
+    assert "metric,metric_name,direction" in csv_head and '"rep[n=2,unit=word]",Rep-2,↓' in first
+    page = next(p for p in write_leaderboards(root, tmp_path / "lb") if p.suffix == ".html").read_text()
+    assert 'title="rep[n=2,unit=word]: 1 - unique / total 2-grams' in page and ">Rep-2 ↓</th>" in page
 
 
 def test_mauve_cells_show_n_spread_and_reliability(tmp_path):

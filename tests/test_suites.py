@@ -102,3 +102,25 @@ def test_readme_states_the_default_suites_run_count(monkeypatch):
     suite = load_suite("default")
     assert int(said.group(1)) == len(plan.plan_runs(suite, None, None, None, log=lambda *a: None))
     assert suite.human_row
+
+
+def test_headline_field_is_presentation_only(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tmbench.suites import with_suite_headlines
+
+    plain = load_suite(write(tmp_path, BASE))
+    chosen = load_suite(write(tmp_path, BASE + 'headline: [Dist-2, "rep[n=2,unit=wordpunct]"]\n'))
+    assert chosen.headline == ("Dist-2", "rep[n=2,unit=wordpunct]") and plain.headline == ()
+    assert chosen.content_hash == plain.content_hash  # no part of the hash, nor of any run key
+    for bad in ("headline: Rep-2", "headline: []", "headline: [Rep-2, Rep-2]", "headline: [1]",
+                "headline: [" + ", ".join(f"m{i}" for i in range(13)) + "]"):
+        with pytest.raises(ValueError, match="headline"):
+            load_suite(write(tmp_path, BASE + bad + "\n"))
+    # tables find their suite file by name; another version keeps the default
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "s.yaml").write_text(BASE + "headline: [MAUVE]\n")
+    monkeypatch.chdir(tmp_path)
+    tables = [SimpleNamespace(suite="s", version=v, facts={}) for v in (1, 2)]
+    with_suite_headlines(tables, warn=pytest.fail)
+    assert tables[0].facts == {"headline": ["MAUVE"]} and tables[1].facts == {}

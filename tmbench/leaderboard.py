@@ -21,13 +21,14 @@ from tmbench.render import (TIME_NOTE, cell_text, fmt, headline, page_html, para
                             table_html, time_html, time_markdown, time_rows, title, to_csv,
                             to_markdown)
 from tmbench.results import atomic_write_text, iter_records
+from tmbench.suites import with_suite_headlines
 
 
 def build_tables(root: Path, suite: str | None = None, warn=print,
                  reference: str = "greedy") -> list[Table]:
     recs = [rec for _, rec in iter_records(root, warn=warn)
             if suite is None or rec["spec"]["suite"]["name"] == suite]
-    return tables_from_records(recs, reference)
+    return with_suite_headlines(tables_from_records(recs, reference), warn)
 
 
 def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=print,
@@ -36,7 +37,7 @@ def write_leaderboards(root: Path, dest: Path, suite: str | None = None, warn=pr
     recs = [rec for _, rec in iter_records(root, warn=warn)
             if suite is None or rec["spec"]["suite"]["name"] == suite]
     by_suite: dict[tuple[str, int], list[Table]] = defaultdict(list)
-    for t in tables_from_records(recs, reference):
+    for t in with_suite_headlines(tables_from_records(recs, reference), warn):
         by_suite[(t.suite, t.version)].append(t)
     written = []
     for (name, version), ts in by_suite.items():

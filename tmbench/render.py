@@ -19,30 +19,30 @@ import re
 from typing import Any
 
 from tmbench.aggregate import N_BOOT, Cell, Paired, Row, Table, parse_key
+from tmbench.glossary import base_name, gloss, short_names
 from tmbench.results import canonical
 
 WORD = ("wordpunct", "word")  # the metrics' word unit: the new name first, the old one accepted
-# Headline columns, in order: (metric family, {param: accepted values, preferred first}). None
-# accepts the parameter's absence. Keys that differ only in an accepted value show once, the
-# preferred one; keys that differ in anything unconstrained (another judge) each show.
+MAX_HEADLINE = 12  # a table a researcher reads at a glance; every column is in the CSV
+# Default headline columns, in order, where a suite names none (its ``headline:`` field):
+# (metric family, {param: accepted values, preferred first}). None accepts the parameter's
+# absence. Keys that differ only in an accepted value show once, the preferred one; keys that
+# differ in anything unconstrained (another judge) each show. The first MAX_HEADLINE found show.
 HEADLINE: list[tuple[str, dict[str, tuple]]] = [
-    ("rep", {"n": ("2",), "unit": WORD}), ("rep", {"n": ("4",), "unit": WORD}),
-    ("loop", {"n": ("3",), "unit": WORD}),
-    ("distinct", {"n": ("2",), "scope": ("corpus",), "unit": WORD}), ("div", {"unit": WORD}),
+    ("rep", {"n": ("2",), "unit": WORD}), ("loop", {"n": ("3",), "unit": WORD}),
+    ("distinct", {"n": ("2",), "scope": ("corpus",), "unit": WORD}),
     ("self_bleu", {"level": ("sentence",), "n": ("4",), "refs": ("all",), "unit": WORD}),
-    ("self_bleu", {"level": ("corpus",), "n": ("4",), "refs": ("all",), "unit": WORD}),
-    ("zipf", {"unit": WORD}),
-    ("coherence", {"def": ("embed-cos",)}), ("coherence", {"def": ("judge-logprob",)}),
-    ("mauve", {}), ("gen_ppl", {"agg": ("pooled", None)}),
+    ("mauve", {}), ("gen_ppl", {"agg": ("pooled", None)}), ("coherence", {"def": ("judge-logprob",)}),
     ("heldout_ppl", {"unit": WORD}), ("bits_per_byte", {}),
-    ("k1_agree", {"mode": ("position",)}), ("agree_front_argmax", {}),
-    ("tail_norm_ratio", {}), ("tail_copy_rate", {}), ("tail_readability", {}), ("tail_distinct", {}),
-    ("entropy_final", {"scale": ("20",)}),
+    ("tail_copy_rate", {}), ("tail_readability", {}), ("k1_agree", {"mode": ("position",)}),
+    ("coherence", {"def": ("embed-cos",)}), ("agree_front_argmax", {}),
+    ("tail_norm_ratio", {}), ("tail_distinct", {}),
     ("tokens_per_s", {}), ("ttft_ms", {"q": ("50",)}), ("step_ms", {"q": ("50",)}),
     ("roofline_share", {"phase": ("decode",)}), ("peak_mem_mb", {}),
 ]
 MARKS = {"significant": "*", "unreliable": "†", "self_judged": "§"}
 FIXED = ["model", "decoder", "params", "seeds", "n", "max_new_tokens"]
+FROZEN = {"model": ' class="fz"', "decoder": ' class="fz fz2"'}  # stay put while scrolling sideways
 
 
 def _rank(params: dict[str, str], want: dict[str, tuple]) -> tuple | None:
@@ -77,11 +77,27 @@ def find_column(columns: list[str], family: str, **want: Any) -> str | None:
     return found[0] if found else None
 
 
-def headline(columns: list[str]) -> list[str]:
+def headline(columns: list[str], chosen: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The first MAX_HEADLINE columns of ``chosen`` (metric keys or short names, in the
+    suite's order; a short name without its disambiguating suffix names every column it
+    starts), else of the default list, else of the table."""
     out: list[str] = []
-    for family, want in HEADLINE:
-        out += [c for c in find_columns(columns, family, **want) if c not in out]
-    return out or columns
+    if chosen:
+        names = short_names(columns)
+        for want in chosen:
+            hits = ([c for c in columns if c == want] or [c for c in columns if names[c] == want]
+                    or [c for c in columns if base_name(c) == want])
+            out += [c for c in hits if c not in out]
+    if not out:
+        for family, want in HEADLINE:
+            out += [c for c in find_columns(columns, family, **want) if c not in out]
+    return (out or columns)[:MAX_HEADLINE]
+
+
+def table_headline(t: Table) -> list[str]:
+    """The headline columns of a table: the suite's choice where its tables carry one
+    (``t.facts["headline"]``), else the default."""
+    return headline(t.columns, t.facts.get("headline"))
 
 
 # ---- cells -------------------------------------------------------------------------------------
@@ -241,29 +257,32 @@ def footnotes(t: Table, shown: list[str]) -> list[str]:
              "cell shows n and the sd over k-means seeds), or a score its metric marked unreliable",
         "§": "self-judged: the judge is the generator itself, which favours its own text",
     }
-    out = [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
-    fams = {parse_key(c)[0] for c in shown}
-    out += [f"`{k}`: {TAIL_GLOSSARY[k]}" for k in TAIL_GLOSSARY if k in fams]
-    return out
+    return [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
 
 
-# one line each for the tail-health columns (DESIGN 3.4 item 8; tmbench.tm.health)
-TAIL_GLOSSARY = {
-    "tail_norm_ratio": "mean norm of the vectors fed back as tail inputs over that of the tail "
-                       "inputs training builds (healthy in [0.5, 2])",
-    "tail_copy_rate": "share of tail slots whose nearest token equals the slot ahead's "
-                      "(healthy <= 0.3; collapse = 1)",
-    "tail_readability": "share of tail slots whose prediction equals the model's prediction "
-                        "with the tail's nearest tokens fed as text (healthy >= 0.5)",
-    "tail_distinct": "distinct nearest tokens in the tail over K, averaged over steps",
-}
+def _meta(t: Table, key: str) -> dict:
+    """The score meta the table's first record with ``key`` stored (what a metric without a
+    glossary entry says about itself)."""
+    return next(((rec["metrics"][key].get("meta") or {}) for r in t.rows for rec in r.records
+                 if key in rec["metrics"]), {})
+
+
+def glossary(t: Table, cols: list[str]) -> list[tuple[str, str]]:
+    """(short name with its arrow, definition; direction; unit; source; `full key`) per column
+    (the tail-health lines: DESIGN 3.4 item 8, tmbench.tm.health)."""
+    names = short_names(t.columns)
+    return [(f"{names[c]} {t.arrows.get(c, '')}".strip(), gloss(c, t.arrows.get(c, ""), _meta(t, c)))
+            for c in cols]
 
 
 # ---- Markdown and CSV ---------------------------------------------------------------------------
 
 def to_markdown(t: Table, all_columns: bool = False) -> str:
-    cols = t.columns if all_columns else headline(t.columns)
-    head = FIXED + [f"{c} {t.arrows.get(c, '')}".strip() for c in cols]
+    """The table (headline columns under their short names, or all), its footnotes, and a
+    glossary of its columns with their full keys."""
+    cols = t.columns if all_columns else table_headline(t)
+    names = short_names(t.columns)
+    head = FIXED + [f"{names[c]} {t.arrows.get(c, '')}".strip() for c in cols]
     lines = [f"### {title(t)}", "", caption(t, cols), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in t.rows:
@@ -272,11 +291,12 @@ def to_markdown(t: Table, all_columns: bool = False) -> str:
     notes = footnotes(t, cols) + roofline_notes(t, cols)
     if notes:
         lines += [""] + [f"{n}." if i == len(notes) - 1 else f"{n};" for i, n in enumerate(notes)]
+    lines += ["", "Columns:", ""] + [f"- **{n}**: {g}" for n, g in glossary(t, cols)]
     return "\n".join(lines) + "\n"
 
 
 CSV_HEADER = ["suite", "version", "fingerprint", "model", "decoder", "decoder_name", "params",
-              "seeds", "n_prompts", "max_new_tokens", "metric", "direction", "aggregation", "mean",
+              "seeds", "n_prompts", "max_new_tokens", "metric", "metric_name", "direction", "aggregation", "mean",
               "ci_low", "ci_high", "seed_sd", "n", "flags", "reference", "diff_vs_reference",
               "diff_ci_low", "diff_ci_high", "significant", "run_keys"]
 
@@ -293,6 +313,7 @@ def to_csv(t: Table, header: bool = True) -> str:
     if header:
         w.writerow(CSV_HEADER)
     num = lambda x: "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(x)  # noqa: E731
+    names = short_names(t.columns)
     for r in t.rows:
         for c in t.columns:
             cell = r.cells.get(c)
@@ -303,7 +324,8 @@ def to_csv(t: Table, header: bool = True) -> str:
                 r.reference, repr(p.diff), repr(p.lo), repr(p.hi), p.significant]
             w.writerow([t.suite, t.version, t.fingerprint or "", r.model, r.decoder, r.decoder_name,
                         canonical(r.params), len(set(r.seeds)), r.n_prompts,
-                        "" if r.max_new_tokens is None else r.max_new_tokens, c, t.arrows.get(c, ""),
+                        "" if r.max_new_tokens is None else r.max_new_tokens, c, names[c],
+                        t.arrows.get(c, ""),
                         "runs" if t.fingerprint else cell.kind, repr(cell.mean), num(cell.lo),
                         num(cell.hi), num(cell.spread), cell.n, " ".join(sorted(cell.flags))]
                        + pc + [" ".join(run_keys(r))])
@@ -314,7 +336,8 @@ def to_rows(t: Table, all_columns: bool = False) -> dict[str, Any]:
     """The rows the Markdown table shows (headline columns, or all), as plain data for
     ``tmbench leaderboard --json``: labels, settings, run keys and each cell's numbers."""
     num = lambda x: None if x is None or math.isnan(x) else float(x)  # noqa: E731
-    cols = t.columns if all_columns else headline(t.columns)
+    cols = t.columns if all_columns else table_headline(t)
+    names = short_names(t.columns)
 
     def cell(c: Cell, p: Paired | None) -> dict[str, Any]:
         out = {"mean": num(c.mean), "ci_low": num(c.lo), "ci_high": num(c.hi),
@@ -333,7 +356,7 @@ def to_rows(t: Table, all_columns: bool = False) -> dict[str, Any]:
              "cells": {c: cell(r.cells[c], r.paired.get(c)) for c in cols if c in r.cells}}
             for r in t.rows]
     return {"suite": t.suite, "version": t.version, "fingerprint": t.fingerprint,
-            "title": title(t), "columns": cols, "rows": rows}
+            "title": title(t), "columns": cols, "names": {c: names[c] for c in cols}, "rows": rows}
 
 
 # ---- HTML ---------------------------------------------------------------------------------------
@@ -346,7 +369,10 @@ table.lb th{cursor:pointer;user-select:none}table.lb th[aria-sort=ascending]::af
 table.lb th[aria-sort=descending]::after{content:" \\25BC"}table.lb:not(.all) .x{display:none}
 tr[hidden]{display:none}.controls{margin:.6em 0 .2em;font-size:13px}.controls input{margin-right:1em}
 .scroll{overflow-x:auto}.sample{white-space:pre-wrap;max-width:60em}img{max-width:100%;margin:.5em 0}
-.note{color:#555;font-size:12px}code{background:#f3f3f3;padding:0 3px}"""
+.note{color:#555;font-size:12px}code{background:#f3f3f3;padding:0 3px}
+table.lb .fz{position:sticky;left:0;z-index:1;background:#fff}table.lb th.fz{z-index:3;background:#f3f3f3}
+table.lb tr.human td.fz{background:#f7fbff}table.lb .fz2{box-shadow:inset -2px 0 #ccc}
+button.jump{font-size:10px;padding:0 3px;margin-left:3px}ul.gloss{margin:.3em 0;padding-left:1.4em}"""
 
 SCRIPT = """(function () {
   var state = {sort: null, desc: false, model: "", decoder: "", filter: "", all: false};
@@ -379,6 +405,8 @@ SCRIPT = """(function () {
     ths.forEach(function (th, j) { if (th.getAttribute("data-col") === state.sort) i = j; });
     var kind = i >= 0 ? ths[i].getAttribute("data-kind") : null;
     rows.sort(function (a, b) {
+      var ha = a.classList.contains("human"), hb = b.classList.contains("human");
+      if (ha !== hb) return ha ? -1 : 1;  // the human row stays first
       if (i >= 0) {
         var x = value(a.cells[i], kind), y = value(b.cells[i], kind);
         if (x === null && y !== null) return 1;
@@ -407,7 +435,16 @@ SCRIPT = """(function () {
       if (btn) btn.textContent = state.all ? "headline columns only" : btn.getAttribute("data-label");
     }
   }
-  function applyAll() { document.querySelectorAll("table.lb").forEach(apply); }
+  function freeze(table) {  // the decoder column sticks right of the model column
+    var first = table.tHead.rows[0].cells[0];
+    if (!first) return;
+    var w = first.getBoundingClientRect().width + "px";
+    table.querySelectorAll(".fz2").forEach(function (c) { c.style.left = w; });
+  }
+  function applyAll() {
+    document.querySelectorAll("table.lb").forEach(function (t) { apply(t); freeze(t); });
+  }
+  window.addEventListener("resize", applyAll);
   document.querySelectorAll("table.lb th[data-col]").forEach(function (th) {
     th.addEventListener("click", function () {
       var col = th.getAttribute("data-col");
@@ -433,20 +470,25 @@ def _code(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
-def table_html(t: Table) -> str:
-    """Caption, filter boxes and the sortable table (headline columns first, the rest hidden
-    behind a toggle), then the footnotes."""
-    head = headline(t.columns)
+def table_html(t: Table, samples: str | None = None) -> str:
+    """Caption, filter boxes and the sortable table (headline columns first under their short
+    names, the full key in each header's title, the rest hidden behind a toggle; model and
+    decoder frozen while the table scrolls sideways), then the footnotes and the glossary.
+    ``samples``: the id of a samples browser on the page; each row then gets a button that
+    shows its texts there."""
+    head = table_headline(t)
     rest = [c for c in t.columns if c not in head]
+    names = short_names(t.columns)
     e = html.escape
-    ths = [f'<th data-col="{c}" data-kind="{"num" if c in ("seeds", "n", "max_new_tokens") else "text"}">{c}</th>'
-           for c in FIXED]
+    ths = [f'<th data-col="{c}" data-kind="{"num" if c in ("seeds", "n", "max_new_tokens") else "text"}"'
+           f'{FROZEN.get(c, "")}>{c}</th>' for c in FIXED]
     for c in head + rest:
         arrow = t.arrows.get(c, "")
         cls = ' class="x"' if c in rest else ""
         first = ' data-first="desc"' if arrow == "↑" else ""
-        label = e(f"{c} {arrow}".strip()).replace(",", ",<wbr>")  # long keys may break after commas
-        ths.append(f'<th data-col="{e(c)}" data-kind="num"{first}{cls}>{label}</th>')
+        tip = e(f"{c}: {gloss(c, arrow, _meta(t, c)).rsplit('; `', 1)[0]}")
+        ths.append(f'<th data-col="{e(c)}" data-kind="num" title="{tip}"{first}{cls}>'
+                   f'{e(f"{names[c]} {arrow}".strip())}</th>')
     out = [f'<p class="note">{_code(caption(t, head))}</p>',
            '<div class="controls"><label>model <input type="search" data-filter="model" '
            'placeholder="filter"></label><label>decoder <input type="search" data-filter="decoder" '
@@ -455,7 +497,13 @@ def table_html(t: Table) -> str:
               f'show all {len(t.columns)} metrics</button>' if rest else "") + "</div>",
            '<div class="scroll"><table class="lb"><thead><tr>' + "".join(ths) + "</tr></thead><tbody>"]
     for i, r in enumerate(t.rows):
-        tds = "".join(f'<td data-v="{e(x)}">{e(x)}</td>' for x in _fixed(t, r))
+        fixed = _fixed(t, r)
+        tds = ""
+        for c, x in zip(FIXED, fixed):
+            jump = (f' <button type="button" class="jump" data-samples="{e(samples)}" data-row="{i}" '
+                    f'title="read this row\'s texts in the samples browser">texts</button>'
+                    if samples and c == "decoder" else "")
+            tds += f'<td data-v="{e(x)}"{FROZEN.get(c, "")}>{e(x)}{jump}</td>'
         for c in head + rest:
             cell, p = r.cells.get(c), r.paired.get(c)
             cls = [*(["x"] if c in rest else []), *(["sig"] if p is not None and p.significant else [])]
@@ -472,6 +520,14 @@ def table_html(t: Table) -> str:
     notes = footnotes(t, head + rest) + roofline_notes(t, head + rest)
     if notes:
         out.append('<p class="note">' + "<br>".join(_code(n) for n in notes) + "</p>")
+
+    def items(cols):
+        return "".join(f"<li><b>{e(n)}</b>: {_code(g)}</li>" for n, g in glossary(t, cols))
+
+    out.append(f'<ul class="gloss note">{items(head)}</ul>')
+    if rest:
+        out.append(f'<details class="note"><summary>the other {len(rest)} columns</summary>'
+                   f'<ul class="gloss">{items(rest)}</ul></details>')
     return "\n".join(out)
 
 

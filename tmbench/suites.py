@@ -56,6 +56,9 @@ class Suite:
     extra: dict[str, Any] = field(default_factory=dict)
     # paired comparisons shown with the tables: (row, reference), each "MODEL/LABEL"
     compare: tuple[tuple[str, str], ...] = ()
+    # the tables' headline columns (metric keys or short names); presentation only, so it is
+    # no part of the suite's hash or of any run key
+    headline: tuple[str, ...] = ()
 
 
 def suite_dirs() -> list[Path]:
@@ -255,10 +258,57 @@ def _compare_entries(raw: Any, c: _Checker, models: tuple[str, ...],
     return tuple(dict.fromkeys(out))
 
 
+MAX_HEADLINE = 12  # tmbench.render.MAX_HEADLINE
+
+
+def _headline_entries(raw: Any, c: _Checker) -> tuple[str, ...]:
+    """``headline: [Rep-2, MAUVE, "compression_ratio[scope=corpus]", ...]``: at most 12 metric
+    keys or short names (tmbench.glossary), in the order the tables show them."""
+    if raw is None:
+        return ()
+    if (not isinstance(raw, list) or not raw or len(raw) > MAX_HEADLINE
+            or any(not isinstance(x, str) or not x.strip() for x in raw)):
+        c.fail("headline", f"must be a list of 1 to {MAX_HEADLINE} metric keys or short names "
+                           f"(e.g. [Rep-2, Dist-2, MAUVE, 'gen_ppl[agg=pooled,judge=gemma3-270m]']), "
+                           f"got {raw!r}")
+    dup = sorted({x for x in raw if raw.count(x) > 1})
+    if dup:
+        c.fail("headline", f"has duplicates: {dup}")
+    return tuple(raw)
+
+
+def headline_of(name: str, version: int, warn=print) -> tuple[str, ...]:
+    """The ``headline:`` of the suite file of that name, where its version is ``version``
+    (tables of another version keep the default); () without such a file, and where it does
+    not load (reported through ``warn``)."""
+    try:
+        find_suite(name)
+    except ValueError:
+        return ()
+    try:
+        suite = load_suite(name)
+    except ValueError as e:
+        warn(f"warning: suite {name}: its headline columns are left at the default: {e}")
+        return ()
+    return suite.headline if suite.version == version else ()
+
+
+def with_suite_headlines(tables: list, warn=print) -> list:
+    """Each table's ``facts["headline"]`` set from its suite file (see :func:`headline_of`)."""
+    seen: dict[tuple[str, int], tuple[str, ...]] = {}
+    for t in tables:
+        k = (t.suite, t.version)
+        if k not in seen:
+            seen[k] = headline_of(*k, warn=warn)
+        if seen[k]:
+            t.facts["headline"] = list(seen[k])
+    return tables
+
+
 def _model_entry(m: Any, c: _Checker, where: str) -> str:
     """A registered name, a spec string (hf:..., gguf:..., path:...) or {name, params}; kept
     as the canonical spec string (checked for existence at plan time)."""
-    from tmbench.models.specs import parse_model_spec
+    from tmbench.model_specs import parse_model_spec
 
     if not isinstance(m, (str, dict)):
         c.fail(where, f"must be a model name, a spec string (hf:..., gguf:..., path:...) or "
@@ -317,7 +367,7 @@ def _read_yaml(path: Path) -> Any:
 
 ALLOWED = {"name", "version", "description", "dataset", "max_new_tokens", "batch_size",
            "batch_sizes", "seeds", "samples_per_prompt", "models", "decoders", "metrics",
-           "human_row", "extra", "compare"}
+           "human_row", "extra", "compare", "headline"}
 DATASET_FIELDS = {"source", "split", "n_prompts", "prompt_len", "reference_len", "prompt_unit",
                   "tokenizer", "path", "name", "text_field", "join_lines", "per_article", "boundary"}
 
@@ -387,9 +437,10 @@ def load_suite(name_or_path: str) -> Suite:
         models=models, decoders=tuple(decoders), metrics=tuple(metrics), path=str(path),
         human_row=human, extra=c.params(raw.get("extra"), "extra"),
         compare=_compare_entries(raw.get("compare", []), c, models, decoders),
+        headline=_headline_entries(raw.get("headline"), c),
     )
     # a suite without comparisons hashes as it did before the field existed
     blob = json.dumps({k: v for k, v in suite.__dict__.items()
-                       if k not in ("path", "content_hash") and (k != "compare" or v)},
+                       if k not in ("path", "content_hash", "headline") and (k != "compare" or v)},
                       sort_keys=True, default=lambda o: o.__dict__)
     return Suite(**{**suite.__dict__, "content_hash": sha256_text(blob)[:16]})
