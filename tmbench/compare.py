@@ -270,7 +270,10 @@ def table_comparisons(t: Table, warn=print) -> list[Comparison]:
     from tmbench.render import headline
 
     pairs = suite_pairs(t.suite, warn)
-    return comparisons(t, pairs, headline(t.columns)) if pairs and t.fingerprint is None else []
+    if not pairs or t.fingerprint is not None:
+        return []
+    chosen = t.facts.get("headline")  # the suite's headline: choice, where the table carries it
+    return comparisons(t, pairs, headline(t.columns, chosen) if chosen else headline(t.columns))
 
 
 def write_differences(t: Table, comps: list[Comparison], stem: Path) -> Path | None:
