@@ -163,7 +163,7 @@ def _projection(suite_name: str, records: Path, per_token: dict[int, float],
     from tmbench.registry import DECODERS
     from tmbench.suites import load_suite
 
-    from tmbench.models.specs import load_model_spec
+    from tmbench.model_specs import load_model_spec
 
     suite = load_suite(suite_name)
     kinds = {m: getattr(load_model_spec(m), "kind", "ar") for m in suite.models}

@@ -24,7 +24,7 @@ class Tok:
 
 
 def ctx(model=None, tokenizer=None, load_model=None, **kw) -> MetricContext:
-    return MetricContext(model, tokenizer, load_model or (lambda n: None), **kw)
+    return MetricContext(model, tokenizer, load_model or (lambda n, **kw: None), **kw)
 
 
 @lru_cache(maxsize=1)

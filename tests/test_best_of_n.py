@@ -8,8 +8,9 @@ import torch
 
 from helpers import tiny_llama
 from tmbench.decoders import sampling
-from tmbench.decoders.best_of_n import best_of_n, mean_logprob
+from tmbench.decoders.best_of_n import best_of_n
 from tmbench.models.hf import HFModel
+from tmbench.scoring import mean_logprob
 
 torch.set_num_threads(1)
 

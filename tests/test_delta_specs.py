@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from test_model_specs import write_tiny_llama
-from tmbench.models.specs import load_model_spec, parse_model_spec, validate_model_spec
+from tmbench.model_specs import load_model_spec, parse_model_spec, validate_model_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 

@@ -113,7 +113,7 @@ def test_lm_eval_on_an_hf_folder_matches_lm_evals_own_hflm(tmp_path, capsys, tas
 
 def test_lm_eval_on_a_tm_folder(tmp_path, capsys, tasks):
     from tmbench.lm_eval_adapter import TmbenchLM
-    from tmbench.models.specs import load_model_spec
+    from tmbench.model_specs import load_model_spec
 
     folder = write_tiny_native(tmp_path / "tm", "tm")
     lm_eval_cli(capsys, "--model", f"path:{folder}", "--tasks", str(tasks / "tiny_ppl.yaml"),
@@ -164,7 +164,7 @@ def test_export_native_ar_matches_under_lm_evals_hflm(tmp_path, capsys):
     from lm_eval.models.huggingface import HFLM
 
     from tmbench.lm_eval_adapter import TmbenchLM
-    from tmbench.models.specs import load_model_spec
+    from tmbench.model_specs import load_model_spec
 
     src, dst = write_tiny_native(tmp_path / "ar"), tmp_path / "hf"
     assert main(["export", f"path:{src}", str(dst)]) == 0
@@ -234,7 +234,7 @@ def test_exported_ar_smollm2_runs_under_the_printed_lm_eval_command(tmp_path, ca
 
     from tmbench.data.bbc import load_bbc
     from tmbench.metrics.perplexity import BBC_TASK, TASKS_DIR
-    from tmbench.models.specs import validate_model_spec
+    from tmbench.model_specs import validate_model_spec
 
     try:
         validate_model_spec("ar-smollm2")

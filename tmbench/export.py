@@ -42,7 +42,7 @@ PARITY_ATOL = 1e-3  # float32 logits; real mismatches (wrong activation, transpo
 def export_model(spec: Any, folder: str | Path, *, dtype: str | None = None,
                  overwrite: bool = False) -> dict:
     """Write ``spec``'s model as a transformers folder; returns what was written."""
-    from tmbench.models.specs import DTYPES, load_model_spec, parse_model_spec
+    from tmbench.model_specs import DTYPES, load_model_spec, parse_model_spec
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
@@ -203,7 +203,7 @@ def parity(model: Any, hf_model: Any, n: int = 12) -> float:
 
 
 def _lm_eval_max_length(model: Any) -> int | None:
-    from tmbench.lm_eval_adapter import context_length
+    from tmbench.scoring import context_length
 
     ctx = context_length(model)
     return min(ctx - 1, 2048) if ctx else None

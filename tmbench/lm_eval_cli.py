@@ -66,8 +66,9 @@ def evaluate(model_spec: Any, tasks: list[str] | str, *, device: str = "cpu",
     ``samples``) plus the ``tmbench`` key."""
     from lm_eval import simple_evaluate
 
-    from tmbench.lm_eval_adapter import TmbenchLM, context_length
-    from tmbench.models.specs import load_model_spec, validate_model_spec
+    from tmbench.lm_eval_adapter import TmbenchLM
+    from tmbench.model_specs import load_model_spec, validate_model_spec
+    from tmbench.scoring import context_length
 
     log = log or (lambda *a: None)
     spec = validate_model_spec(model_spec)

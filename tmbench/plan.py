@@ -15,14 +15,13 @@ was wrong and what is accepted when
 
 from __future__ import annotations
 
-import inspect
-import math
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from tmbench.params import defaults_of, plain as _plain, resolve_params
 from tmbench.registry import DECODERS, METRICS
 from tmbench.suites import DecoderSpec, MetricSpec, Suite
 from tmbench.types import metric_key
@@ -52,59 +51,6 @@ class MetricPlan:
 def _key_value(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return "|".join(map(str, v))
-    return v
-
-
-# ---- parameter schemas ----------------------------------------------------------------------
-
-def keyword_schema(fn: Callable, skip: tuple[str, ...]) -> dict[str, inspect.Parameter]:
-    return {n: p for n, p in inspect.signature(fn).parameters.items()
-            if p.kind == p.KEYWORD_ONLY and n not in skip}
-
-
-def defaults_of(fn: Callable, skip: tuple[str, ...] = ("max_new_tokens", "generator")) -> dict:
-    return {n: _plain(p.default) for n, p in keyword_schema(fn, skip).items()
-            if p.default is not inspect.Parameter.empty}
-
-
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
-
-
-def resolve_params(fn: Callable, params: dict[str, Any], label: str, what: str = "decoder",
-                   skip: tuple[str, ...] = ("max_new_tokens", "generator")) -> dict[str, Any]:
-    """Check ``params`` against the function's keyword parameters; return them with defaults."""
-    schema = keyword_schema(fn, skip)
-    unknown = sorted(set(params) - set(schema))
-    if unknown:
-        accepted = ", ".join(f"{n}={p.default!r}" for n, p in schema.items()) or "(none)"
-        raise ValueError(f"{what} {label!r}: unknown parameter(s) {unknown}; accepted: {accepted}")
-    out = {}
-    for n, p in schema.items():
-        v = params.get(n, p.default)
-        if v is inspect.Parameter.empty:
-            raise ValueError(f"{what} {label!r}: parameter {n!r} is required")
-        union = isinstance(p.annotation, str) and ("|" in p.annotation or "Any" in p.annotation)
-        # a union-typed parameter is left to the function's own checks (run in the dry run)
-        out[n] = v if union else _check_type(f"{what} {label!r}", n, v, p.default)
-    return out
-
-
-def _check_type(where: str, name: str, v: Any, default: Any) -> Any:
-    if default is inspect.Parameter.empty or default is None:
-        return v
-    if v is None:
-        raise ValueError(f"{where}: parameter {name!r} must be {type(default).__name__}, got null")
-    want = type(default)
-    if want is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if want in (tuple, list) and isinstance(v, (tuple, list)):
-        return tuple(v) if want is tuple else list(v)
-    if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-        raise ValueError(f"{where}: parameter {name!r} must be {want.__name__}, "
-                         f"got {type(v).__name__} {v!r}")
-    if want is float and not math.isfinite(v):
-        raise ValueError(f"{where}: parameter {name!r} must be finite, got {v!r}")
     return v
 
 
@@ -217,7 +163,7 @@ def with_settings(specs: list[DecoderSpec], w: str) -> tuple[list[DecoderSpec], 
     are checked against the decoder's keyword parameters here."""
     import yaml
 
-    from tmbench.models.specs import split_options
+    from tmbench.model_specs import split_options
 
     base, raw = split_options(w, what="decoder")
     if not raw:
@@ -258,11 +204,11 @@ def dry_run_metric(fn: Callable, params: dict[str, Any], name: str) -> None:
     """Call the metric on two tiny samples with no generator model and a ``load_model`` that
     stops the call: parameter checks at the top of a metric run now; a judge or featurizer name
     is checked as a model spec (registered, or a hub name / local folder) but not loaded."""
-    from tmbench.models.specs import validate_model_spec
+    from tmbench.model_specs import validate_model_spec
     from tmbench.registry import MODELS
     from tmbench.types import MetricContext, Sample
 
-    def stop(model_name):
+    def stop(model_name, **_):
         validate_model_spec(model_name if model_name in MODELS else f"hf:{model_name}")
         raise _Stop
 
@@ -293,7 +239,7 @@ def resolve_metrics(metrics: tuple[MetricSpec, ...]) -> list[MetricPlan]:
 def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None,
               seeds: list[int] | None, log: Callable = print) -> list[RunPlan]:
     """Names and parameters of every run, checked (no model is loaded here)."""
-    from tmbench.models.specs import validate_model_spec
+    from tmbench.model_specs import validate_model_spec
 
     # registered names, hf:<folder or hub name>, gguf:<file>, path:<tmbench folder>
     model_names = [str(validate_model_spec(m)) for m in (models or list(suite.models))]

@@ -9,7 +9,9 @@ A **decoder** is a plain function::
 prompt position): row b draws only from ``generator[b]``, so a prompt's tokens never depend on
 the batch it lands in. (The built-in decoders also accept a single generator for the batch.)
 
-Its keyword parameters (with defaults) are its schema; the runner validates a suite's settings
+A decoder that needs another model by name (best-of-n's scorer) takes a keyword-only
+``ctx: DecodeContext`` as well; it is never a setting. Its keyword parameters (with defaults)
+are its schema; the runner validates a suite's settings
 against the signature and records the resolved values. Returned continuations stop at (and
 include) the model's EOS token when one is generated. A decoder declares which model kind it
 talks to with the ``@model_kind("ar")`` / ``@model_kind("tm")`` decorator (default "ar").
@@ -23,7 +25,7 @@ returning scores under keys that carry their parameters (see :func:`metric_key`)
 scores it once per model).
 
 What a decoder (or a metric) may call on a model is :class:`ARModelProtocol` ("ar": logits
-with a KV cache, implemented by ``tmbench.models.base.ARModel``) or :class:`TMModelProtocol`
+with a KV cache over a :class:`DecodeState`, implemented by ``tmbench.models.base.ARModel``) or :class:`TMModelProtocol`
 ("tm": the maturation step, implemented by ``tmbench.tm.model.MaturationModel``).
 A decoder that needs an attribute neither names shows a method the protocol is missing.
 What the runner tells a metric about decoding is :class:`DecodeInfo`; the maturation trace
@@ -39,8 +41,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TypedDict
 if TYPE_CHECKING:
     import torch
 
-    from tmbench.models.base import DecodeState, StepOutput
-
 
 class Tokenizer(Protocol):
     name: str
@@ -52,6 +52,26 @@ class Tokenizer(Protocol):
 
 
 # ---- models: what decoders and metrics may call ----------------------------------------------
+
+@dataclass
+class StepOutput:
+    """What an AR model's ``prefill`` and ``step`` return."""
+
+    logits: torch.Tensor  # (B, V) float32, next-token logits at the last position
+    hidden: torch.Tensor  # (B, H) last-layer hidden state at the last position
+    state: DecodeState
+
+
+@dataclass
+class DecodeState:
+    """An AR model's decoding state between steps (decoders pass it back, never read it)."""
+
+    cache: Any  # backend KV cache
+    attention_mask: torch.Tensor  # (B, S) long, 1 = real token, 0 = left pad
+    positions: torch.Tensor  # (B,) long, position id of the next token
+    prompt_hidden: torch.Tensor | None = None  # (B, S, H) when requested (contrastive search)
+    steps: int = 0  # decoding steps taken (for error messages)
+
 
 class ARModelProtocol(Protocol):
     """An autoregressive model: next-token logits over a KV cache. Batches are left-padded
@@ -68,6 +88,9 @@ class ARModelProtocol(Protocol):
 
     def identity(self) -> dict[str, Any]:
         """What identifies the model in a run record (name, content hash, dtype)."""
+
+    def context_length(self) -> int | None:
+        """Positions the model can attend over (None: no limit it can tell)."""
 
     def prefill(self, prompts: list[list[int]], keep_hidden: bool = False) -> StepOutput:
         """Run the prompts; logits (B, V) for the first new token and the decode state."""
@@ -157,6 +180,15 @@ class TMModelProtocol(Protocol):
 
 
 @dataclass
+class DecodeContext:
+    """What a decoder that takes a keyword-only ``ctx`` gets beyond its model and prompts:
+    other models by name (best-of-n's scorer), loaded through ``load_model(name)`` as a
+    metric's judges are (once by the runner, recorded in the run record's ``judges``)."""
+
+    load_model: Callable[..., Any]
+
+
+@dataclass
 class DecodeOutput:
     """What a decoder may return instead of bare token lists: ``info`` holds JSON-able extras
     (per-sample lists of length B, or per-batch scalars), e.g. maturation traces."""
@@ -208,12 +240,14 @@ class DecodeInfo(TypedDict, total=False):
 
 @dataclass
 class MetricContext:
-    """What a metric may use beyond the samples. Judges and featurizers are loaded by name
-    through ``load_model`` (cached by the runner) and recorded in the run record."""
+    """What a metric may use beyond the samples. Judges and featurizers (registered names or
+    hub names) are loaded by name through ``load_model(name)`` and
+    ``load_model(name, featurizer=True)`` (a model with ``embed``): loaded once by the runner,
+    their identities recorded in the run record's ``judges``. A metric loads no model itself."""
 
     model: Any  # the generator model, or None for the human row
     tokenizer: Tokenizer | None
-    load_model: Callable[[str], Any]
+    load_model: Callable[..., Any]
     device: str = "cpu"
     cache_dir: str | None = None
     corpus: Any = None  # the suite's dataset object (held-out text for perplexity)

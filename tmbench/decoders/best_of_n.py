@@ -6,6 +6,9 @@ tokenizer) is kept. The later version of the Token Maturation paper compares aga
 best-of-16 at matched compute: TM with a tail of K = 16 slots forwards every committed token
 16 times, best-of-16 forwards 16 candidate continuations.
 
+The base decoder is one of the sampling decoders (``tmbench.decoders.sampling``); a named
+scorer comes from the decoder context (``ctx.load_model``), so its identity is recorded.
+
 Candidate i of prompt b draws from its own generator, seeded by the i-th of n seeds that prompt
 b's generator gives, so a prompt's candidates never depend on the other rows of the batch. All
 n candidates of every prompt are decoded as one batch (prompt-major rows), and with the scorer
@@ -14,26 +17,22 @@ n candidates of every prompt are decoded as one batch (prompt-major rows), and w
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from tmbench.decoders import _loop
-from tmbench.types import DecodeOutput, model_kind
+from tmbench.decoders import _loop, sampling
+from tmbench.params import resolve_params
+from tmbench.scoring import mean_logprob
+from tmbench.types import DecodeContext, DecodeOutput, model_kind
 
-BASES = ("sample", "top_k", "nucleus", "typical", "min_p", "epsilon", "eta")
-_SCORERS: dict[tuple[str, str], Any] = {}
+BASES = ("sample", "top_k", "nucleus", "typical", "min_p", "epsilon", "eta")  # in sampling.py
 
 
-def _scorer(name: str, model):
-    if name == "self":
-        return model
-    key = (name, str(model.device))
-    if key not in _SCORERS:
-        from tmbench.registry import MODELS
-
-        _SCORERS[key] = MODELS.get(name)(device=str(model.device))
-    sc = _SCORERS[key]
+def _scorer(name: str, model, ctx: DecodeContext | None):
+    """The named scorer, loaded through the decoder context (recorded in the record's judges)."""
+    if ctx is None:
+        raise ValueError(f"scorer {name!r} is a model loaded by name, through the runner's decoder "
+                         "context: pass ctx=DecodeContext(load_model=...) or use scorer 'self'")
+    sc = ctx.load_model(name)
     if getattr(sc.tokenizer, "name", None) != getattr(model.tokenizer, "name", None) \
             or sc.vocab_size != model.vocab_size:
         raise ValueError(f"scorer {name!r} must share the generating model's tokenizer "
@@ -42,37 +41,15 @@ def _scorer(name: str, model):
     return sc
 
 
-@torch.no_grad()
-def mean_logprob(model, prompts: list[list[int]], conts: list[list[int]],
-                 batch_size: int = 16) -> list[float]:
-    """Mean log p(continuation token | everything before it) per pair, right-padded batches of
-    one forward each (the model's ``forward(ids, mask, positions, cache)`` contract)."""
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        seqs = [p + c for p, c in zip(prompts[i:i + batch_size], conts[i:i + batch_size])]
-        T = max(map(len, seqs))
-        ids = torch.zeros(len(seqs), T, dtype=torch.long)
-        mask = torch.zeros(len(seqs), T, dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, :len(s)], mask[b, :len(s)] = torch.tensor(s), 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        pos = torch.arange(T, device=model.device)[None].expand_as(ids)
-        logits, _, _ = model.forward(ids, mask, pos, None)  # (B, T, V)
-        lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
-        for b, (p, c) in enumerate(zip(prompts[i:i + batch_size], conts[i:i + batch_size])):
-            n = len(c)
-            out.append(float(lp[b, len(p) - 1:len(p) - 1 + n].mean()) if n else float("-inf"))
-    return out
-
-
 @model_kind("ar")
 def best_of_n(model, prompts: list[list[int]], *, max_new_tokens: int, generator,
               n: int = 16, base: str = "nucleus", base_params: dict | None = None,
-              scorer: str = "self") -> DecodeOutput:
+              scorer: str = "self", ctx: DecodeContext | None = None) -> DecodeOutput:
     """Draw ``n`` continuations per prompt with the sampling decoder ``base`` (its settings in
     ``base_params``, e.g. {p: 0.95}) and keep the one with the highest mean token
     log-probability under ``scorer`` ('self' = the generating model, or a registered model
-    with the same tokenizer). ``info["best_index"]`` and ``info["best_logprob"]`` say which."""
+    with the same tokenizer, loaded through ``ctx``). ``info["best_index"]`` and
+    ``info["best_logprob"]`` say which."""
     _loop.check("n", n, 1, integer=True)
     if base not in BASES:
         raise ValueError(f"base must be one of {', '.join(BASES)}, got {base!r}")
@@ -81,13 +58,10 @@ def best_of_n(model, prompts: list[list[int]], *, max_new_tokens: int, generator
                          f"got {base_params!r}")
     if not isinstance(scorer, str):
         raise ValueError(f"scorer must be 'self' or a model name, got {scorer!r}")
-    from tmbench.plan import resolve_params
-    from tmbench.registry import DECODERS
-
-    fn = DECODERS.get(base)
+    fn = getattr(sampling, base)
     params = resolve_params(fn, dict(base_params or {}), f"best_of_n base {base}")
     gens = generator if isinstance(generator, (list, tuple)) else [generator] * len(prompts)
-    sc = None if scorer == "self" else _scorer(scorer, model)
+    sc = None if scorer == "self" else _scorer(scorer, model, ctx)
     sub = [torch.Generator(device=g.device).manual_seed(int(seed))
            for g in gens for seed in torch.randint(2 ** 62, (n,), generator=g, device=g.device)]
     rows = [p for p in prompts for _ in range(n)]  # row b * n + i = candidate i of prompt b

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmbench.metrics.mauve import featurizer_from_ctx
-from tmbench.metrics.judge import check_window, judge_from_ctx, judge_logprobs
+from tmbench.metrics.judge import check_window, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key
 
 DEFINITIONS = ("embed-cos", "judge-logprob")
@@ -57,7 +56,7 @@ def coherence(samples: list[Sample], *, ctx: MetricContext, defs=DEFINITIONS,
 def _embed_cos(samples, ctx, featurizer: str, max_length: int) -> dict[str, Score]:
     from tmbench.metrics.mauve import embed_cached
 
-    f = featurizer_from_ctx(ctx, featurizer)
+    f = ctx.load_model(featurizer, featurizer=True)
     a = embed_cached(f, [s.prompt_text for s in samples], max_length, ctx.cache_dir)  # (N, D)
     b = embed_cached(f, [s.text for s in samples], max_length, ctx.cache_dir)  # (N, D)
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
@@ -71,7 +70,7 @@ def _embed_cos(samples, ctx, featurizer: str, max_length: int) -> dict[str, Scor
 
 def _judge_logprob(samples, ctx, judge: str, window: int, stride: int,
                    batch_tokens: int) -> dict[str, Score]:
-    jm = judge_from_ctx(ctx, judge)
+    jm = ctx.load_model(judge)
     lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
                                batch_tokens=batch_tokens)
     per = [float(lp.mean()) if len(lp) else float("nan") for lp in lps]

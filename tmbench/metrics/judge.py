@@ -29,28 +29,12 @@ from typing import Any
 
 import numpy as np
 
-import torch
-
 from tmbench.cache import load_array, save_array
 from tmbench.fileio import sha256_text
+from tmbench.scoring import token_logprobs_batched, windows
 from tmbench.types import MetricContext, Sample
 
 PROTOCOL = 2  # bump when the scoring protocol changes, so cached scores are not reused
-
-
-def judge_from_ctx(ctx: MetricContext, name: str) -> Any:
-    """Load a judge through the runner (cached and recorded). A name the model registry does
-    not know is loaded with transformers as a hub name or local folder (online for hub names;
-    not cached across runs, so register big hub judges with ``tmbench.registry.register_model``)."""
-    from tmbench.registry import MODELS
-
-    if name in MODELS or ctx.decode_info.get("dry_run"):  # the plan's dry run checks the name
-        return ctx.load_model(name)
-    from tmbench.models.hf import load_hf
-
-    jm = load_hf(name, device=ctx.device)
-    ctx.notes.append(f"judge {name!r} loaded with transformers (not in the model registry)")
-    return jm
 
 
 def judge_logprobs(jm: Any, samples: list[Sample], ctx: MetricContext, *, window: int,
@@ -133,52 +117,6 @@ def _score_pairs(jm: Any, pairs: list[tuple[str, str]], pre: list[int], window: 
     for (k, _, n), lp in zip(jobs, scores):
         parts[k].append(lp[len(lp) - n:])
     return [np.concatenate(p) if p else np.zeros(0) for p in parts]
-
-
-def windows(p_ids: list[int], c_ids: list[int], pre: list[int], window: int,
-            stride: int) -> list[tuple[list[int], int]]:
-    """Inputs of at most ``window`` tokens (``pre`` + a slice of prompt + continuation) and how
-    many of their last tokens are scored; together they score every continuation token once."""
-    body, room = p_ids + c_ids, window - len(pre)
-    out, s = [], len(p_ids)
-    while s < len(body):
-        e = min(s + stride, len(body)) if len(body) > room else len(body)
-        out.append((pre + body[max(0, e - room):e], e - s))
-        s = e
-    return out
-
-
-@torch.no_grad()
-def token_logprobs_batched(jm: Any, seqs: list[list[int]], batch_tokens: int = 2048,
-                           tails: list[int] | None = None) -> list[np.ndarray]:
-    """log p(x_t | x_<t), t = 1..T-1, per sequence (float64). AR models: left-padded batches
-    (as ``ARModel.prefill`` pads) of at most ``batch_tokens`` padded tokens. ``tails``: per
-    sequence, how many last values are needed; a judge with ``target_logprobs`` then computes
-    only those (the others are 0)."""
-    if getattr(jm, "kind", None) != "ar" or not hasattr(jm, "forward") or batch_tokens <= 0:
-        return [lp.double().cpu().numpy() for lp in jm.token_logprobs(seqs)]
-    out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
-    order = sorted((i for i in range(len(seqs)) if len(seqs[i]) >= 2), key=lambda i: -len(seqs[i]))
-    while order:
-        S = len(seqs[order[0]])
-        chunk, order = order[:max(1, batch_tokens // S)], order[max(1, batch_tokens // S):]
-        ids = torch.zeros(len(chunk), S, dtype=torch.long)
-        mask = torch.zeros(len(chunk), S, dtype=torch.long)
-        for b, i in enumerate(chunk):
-            ids[b, S - len(seqs[i]):] = torch.tensor(seqs[i])
-            mask[b, S - len(seqs[i]):] = 1
-        ids, mask = ids.to(jm.device), mask.to(jm.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        if hasattr(jm, "target_logprobs"):  # large vocabulary: log-softmax in chunks
-            need = None if tails is None else torch.tensor([tails[i] for i in chunk])
-            lp = jm.target_logprobs(ids, mask, pos, need).double().cpu().numpy()  # (B, S-1)
-        else:
-            logits = jm.forward(ids, mask, pos, None)[0][:, :-1].float()  # (B, S-1, V)
-            tgt = logits.gather(-1, ids[:, 1:, None])[..., 0]  # (B, S-1)
-            lp = (tgt - torch.logsumexp(logits, -1)).double().cpu().numpy()
-        for b, i in enumerate(chunk):
-            out[i] = lp[b, S - len(seqs[i]):]
-    return out
 
 
 class _Cache:

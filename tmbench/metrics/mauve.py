@@ -59,7 +59,7 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
         return {}
     import mauve as mauve_pkg  # lazy: pulls faiss and scikit-learn
 
-    feat = featurizer_from_ctx(ctx, featurizer)
+    feat = ctx.load_model(featurizer, featurizer=True)  # recorded in the record's judges
     refs: dict[int, str] = {}
     for s in samples:
         refs.setdefault(s.prompt_index, s.reference_text)
@@ -114,25 +114,6 @@ def _check_seeds(kmeans_seeds, seeds, ctx: MetricContext) -> tuple[int, ...]:
 
 def _as_tuple(v) -> tuple:
     return (v,) if isinstance(v, int) else tuple(v)
-
-
-def featurizer_from_ctx(ctx: MetricContext, name: str) -> Any:
-    """Load a featurizer through the runner (so it is recorded). A name the model registry does
-    not know is taken as a hub model (online only), featurized as MAUVE does."""
-    from tmbench.models import featurizers
-    from tmbench.registry import MODELS
-
-    if name not in MODELS and not ctx.decode_info.get("dry_run"):  # the dry run checks the name
-        f = featurizers.load_hf_featurizer(name, device=ctx.device)
-        ctx.notes.append(f"featurizer {name!r} loaded from the hub (not in the model registry)")
-        return f
-    f = ctx.load_model(name)
-    if hasattr(f, "embed"):
-        return f
-    if hasattr(f, "model") and hasattr(getattr(f, "tokenizer", None), "tok"):  # an HFModel
-        return featurizers.LastTokenFeaturizer(f.model, f.tokenizer.tok, name,
-                                               getattr(f, "content_hash", None))
-    raise ValueError(f"model {name!r} cannot featurize text (no embed(); not a transformers model)")
 
 
 def embed_cached(feat: Any, texts: list[str], max_length: int, cache_dir: str | None) -> np.ndarray:

@@ -2,7 +2,7 @@
 perplexity of the samples under a pinned judge.
 
 ``heldout_ppl``: the generator scores held-out text with lm-eval's ``loglikelihood_rolling``
-(model wrapped by :class:`tmbench.lm_eval_adapter.TmbenchLM`). Default corpus: the first
+(model wrapped by :class:`tmbench.metrics.lm_eval_lm.ScoringLM`). Default corpus: the first
 ``n_articles`` BBC test articles (content-hash order), written to a JSONL file and run as the
 local task ``tasks/lm_eval/tmbench_bbc_ppl.yaml``. With ``lm_eval_task="wikitext"`` (or any
 lm-eval perplexity task) it runs lm-eval's own task instead, which needs the hub for its data.
@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from tmbench.fileio import atomic_write, sha256_text
-from tmbench.metrics.judge import check_window, judge_from_ctx, judge_logprobs
+from tmbench.metrics.judge import check_window, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key, metric
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
@@ -84,13 +84,14 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
     if lm_eval_task is None and not (TASKS_DIR / f"{BBC_TASK}.yaml").exists():
         raise ValueError(f"the lm-eval task file {TASKS_DIR / BBC_TASK}.yaml is missing; "
                          "heldout_ppl on BBC needs a tmbench checkout (pip install -e .)")
-    from tmbench.lm_eval_adapter import TmbenchLM, context_length
+    from tmbench.metrics.lm_eval_lm import ScoringLM
+    from tmbench.scoring import context_length
 
     window, policy = window_policy(max_length, context_length(ctx.model))
     if policy["window_reduced"]:
         ctx.notes.append(f"the model's context ({policy['model_context']}) allows a window of "
                          f"{window} tokens, not max_length={max_length}; keyed window={window}")
-    lm = TmbenchLM(ctx.model, max_length=window, context_len=context_len,
+    lm = ScoringLM(ctx.model, max_length=window, context_len=context_len,
                    batch_tokens=batch_tokens)
     label = lm_eval_task or corpus
     data_path, data_hash = (None, None) if lm_eval_task else _write_corpus(corpus, n_articles, ctx)
@@ -219,7 +220,7 @@ def gen_ppl(samples: list[Sample], *, ctx: MetricContext, judge: str = "gemma3-2
     check_window(window, stride)
     if not samples:
         return {}
-    jm = judge_from_ctx(ctx, judge)
+    jm = ctx.load_model(judge)
     lps, meta = judge_logprobs(jm, samples, ctx, window=window, stride=stride,
                                batch_tokens=batch_tokens)
     nll = [-float(lp.sum()) for lp in lps]  # (N,) nats

@@ -12,26 +12,12 @@ and takes no in-place update outside inference mode.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-
-@dataclass
-class StepOutput:
-    logits: torch.Tensor  # (B, V) float32, next-token logits at the last position
-    hidden: torch.Tensor  # (B, H) last-layer hidden state at the last position
-    state: "DecodeState"
-
-
-@dataclass
-class DecodeState:
-    cache: Any  # backend KV cache
-    attention_mask: torch.Tensor  # (B, S) long, 1 = real token, 0 = left pad
-    positions: torch.Tensor  # (B,) long, position id of the next token
-    prompt_hidden: torch.Tensor | None = None  # (B, S, H) when requested (contrastive search)
-    steps: int = 0  # decoding steps taken (for error messages)
+from tmbench.scoring import context_length
+from tmbench.types import DecodeState, StepOutput
 
 
 class NonFiniteError(FloatingPointError):
@@ -82,6 +68,11 @@ class ARModel(abc.ABC):
     def identity(self) -> dict[str, Any]:
         """What identifies this model in a run record (name, content hash, dtype)."""
         return {"name": self.name}
+
+    def context_length(self) -> int | None:
+        """Positions the model can attend over, read from its backbone or transformers config
+        (:func:`tmbench.scoring.context_length`); None when it cannot tell."""
+        return context_length(self)
 
     # ---- shared -------------------------------------------------------------------------
     @torch.inference_mode()

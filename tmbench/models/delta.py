@@ -23,7 +23,7 @@ import torch
 
 from tmbench import checkpoint
 from tmbench.fileio import sha256_text
-from tmbench.training.config import BASES, check_adapter
+from tmbench.models.build import BASES, build_from, check_adapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 FORMAT = "tmbench-delta"
@@ -85,11 +85,7 @@ def merge_adapters(model) -> None:
 
 def build_over_base(kind: str, base: str, tm: dict | None, name: str, seed: int = 0):
     """The untrained model over ``base`` exactly as training builds it (before adapters)."""
-    from tmbench.training.build import build_for_training
-    from tmbench.training.config import TrainConfig
-
-    cfg = TrainConfig(name=name, kind=kind, seed=seed, init_from=base, tm=dict(tm or {}))
-    model, _ = build_for_training(cfg)
+    model, _ = build_from(kind, base, tm, name, seed)
     return model.eval()
 
 

@@ -139,3 +139,14 @@ def load_hf_featurizer(name: str, device: str = "cpu", dtype: str = "float32") -
         raise ValueError(f"featurizer {name!r} could not be loaded ({e}); hub featurizers need "
                          "network access. Offline, use featurizer='all-minilm-l6-v2'") from None
     return LastTokenFeaturizer(model, tok, name, getattr(model.config, "_commit_hash", None))
+
+
+def as_featurizer(model: Any, name: str) -> Any:
+    """A loaded model as a featurizer: one with ``embed`` as it is, a transformers model
+    (``HFModel``) as its last-token features."""
+    if hasattr(model, "embed"):
+        return model
+    if hasattr(model, "model") and hasattr(getattr(model, "tokenizer", None), "tok"):  # HFModel
+        return LastTokenFeaturizer(model.model, model.tokenizer.tok, name,
+                                   getattr(model, "content_hash", None))
+    raise ValueError(f"model {name!r} cannot featurize text (no embed(); not a transformers model)")

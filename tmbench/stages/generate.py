@@ -11,8 +11,9 @@ and sharding around the resumable stage (:func:`sharded`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from tmbench.models.base import NonFiniteError
 from tmbench.plan import RunPlan
 from tmbench.results import append_partial, atomic_write_text, canonical, read_partial
 from tmbench.stages.session import Session
-from tmbench.types import DecodeOutput, Sample, prompt_generator
+from tmbench.types import DecodeContext, DecodeOutput, Sample, prompt_generator
 
 # decode(batch_ids, start, max_new_tokens) -> (output, wall seconds)
 Decode = Callable[[list[list[int]], int, int], tuple[DecodeOutput, float]]
@@ -55,12 +56,17 @@ class Generated:
     batches: list[dict]  # per batch: start, size, new_tokens, steps, wall_s, ttft_s, batch_info
     memory_backoff: list[dict]  # the batches split after running out of memory
     peak_memory: dict[str, Any]
+    judges: dict[str, dict] = field(default_factory=dict)  # models the decoder loaded by name
 
 
-def decoder_call(session: Session, job: Job) -> Decode:
+def decoder_call(session: Session, job: Job, judges: dict[str, dict] | None = None) -> Decode:
     """The decode of one batch, timed (with a CUDA sync either side), under inference mode and
-    the session's autocast; a decoder's NonFiniteError names the run and the prompts."""
+    the session's autocast; a decoder's NonFiniteError names the run and the prompts. A decoder
+    that takes ``ctx`` gets a :class:`DecodeContext` whose models land in ``judges``."""
     plan, cuda = job.plan, session.cuda
+    extra = {}
+    if "ctx" in inspect.signature(job.decoder).parameters:
+        extra["ctx"] = DecodeContext(load_model=session.model_door({} if judges is None else judges))
 
     def decode(batch_ids: list[list[int]], start: int, max_new: int) -> tuple[DecodeOutput, float]:
         gen = [prompt_generator(plan.seed, start + j) for j in range(len(batch_ids))]
@@ -70,7 +76,7 @@ def decoder_call(session: Session, job: Job) -> Decode:
         try:
             with torch.inference_mode(), autocast(session.device, session.dtype):
                 out = job.decoder(job.model, batch_ids, max_new_tokens=max_new, generator=gen,
-                                  **plan.params)
+                                  **plan.params, **extra)
         except NonFiniteError as e:
             raise NonFiniteError(f"{e}; run {job.what}, prompt indices "
                                  f"{start}..{start + len(batch_ids) - 1}") from None
@@ -147,7 +153,8 @@ def generate(session: Session, job: Job, *, todo: list[range] | None = None,
     bs = plan.batch_size
     todo = batch_layout(session, job) if todo is None else todo
     batches = list(done)
-    decode = decoder_call(session, job)
+    judges: dict[str, dict] = {}
+    decode = decoder_call(session, job, judges)
     backoffs: list[dict] = []
     decode_full = with_memory_backoff(decode, backoffs, log=session.log, cuda=session.cuda)
     bar = tqdm(todo, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
@@ -167,7 +174,9 @@ def generate(session: Session, job: Job, *, todo: list[range] | None = None,
             if on_batch is not None:
                 on_batch(batch)
             batches.append(batch)
-    return _collect(job, items, ids, batches, backoffs, peak.result())
+    gen = _collect(job, items, ids, batches, backoffs, peak.result())
+    gen.judges.update(judges)
+    return gen
 
 
 def resumable(stage: Callable[..., Generated]) -> Callable[..., Generated]:

@@ -106,7 +106,7 @@ def build_record(session: Session, spec: RunSpec, key: str, gen: Generated, scor
         "timings": timings, "metrics": scored.metrics, "metric_runs": scored.metric_runs,
         "skipped_metrics": {v["name"]: v["reason"] for v in scored.metric_runs.values()
                             if v["status"] == "skipped"},
-        "notes": scored.notes, "judges": scored.judges, "decode_info": info,
+        "notes": scored.notes, "judges": {**gen.judges, **scored.judges}, "decode_info": info,
         "samples": [asdict(s) for s in gen.samples],
     }
     rec["environment"] = {**session.env, "plugins": plugins(rec)}

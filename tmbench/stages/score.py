@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tmbench.plan import MetricPlan
-from tmbench.registry import METRICS, code_identity
+from tmbench.registry import METRICS
 from tmbench.results import canonical
 from tmbench.stages.session import Session
 from tmbench.types import DecodeInfo, MetricContext, RunRecord, Sample, Score
@@ -41,12 +41,7 @@ def score(session: Session, samples: list[Sample], model: Any, decode_info: Deco
           metrics: list[MetricPlan], what: str) -> Scored:
     """Every metric in ``metrics`` over ``samples`` (``model`` None: the human row)."""
     out = Scored({}, {}, [], {})
-
-    def load(name: str) -> Any:
-        m = session.load_model(name, judge=True)
-        out.judges[name] = {**(m.identity() if hasattr(m, "identity") else {"name": name}),
-                            "code": code_identity(type(m))}
-        return m
+    load = session.model_door(out.judges)
 
     for m in metrics:
         fn, code = METRICS.get(m.name), METRICS.code(m.name)

@@ -11,7 +11,8 @@ from typing import Any, Callable
 import torch
 
 from tmbench.env import environment
-from tmbench.models.specs import load_model_spec
+from tmbench.model_specs import judge_spec, load_model_spec
+from tmbench.registry import code_identity
 from tmbench.suites import Suite
 
 
@@ -54,15 +55,54 @@ class Session:
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
 
-    def load_model(self, name: str, *, judge: bool = False) -> Any:
-        """A generator in the run's dtype; a judge or featurizer (``judge=True``) in float32
-        whatever the run's dtype, so a judge's scores never depend on how the samples were
-        generated (a bfloat16 judge is a model of its own name, e.g. ``gemma3-270m-bf16``)."""
+    def load_model(self, name: str, *, judge: bool = False, featurizer: bool = False) -> Any:
+        """A generator in the run's dtype; a judge, featurizer or scorer (``judge=True``) in
+        float32 whatever the run's dtype, so a judge's scores never depend on how the samples
+        were generated (a bfloat16 judge is a model of its own name, e.g. ``gemma3-270m-bf16``).
+        A judge's name is a registered name or a hub name (:func:`judge_spec`);
+        ``featurizer=True`` gives it as a text featurizer (``embed``)."""
+        if featurizer:
+            return self._featurizer(name)
+        spec = judge_spec(name) if judge else name
         dtype = "float32" if judge else self.dtype
         key = name if dtype == self.dtype else f"{name} ({dtype})"
         if key not in self.models:
-            self.log(f"loading model {key} ...")
-            t0 = time.perf_counter()
-            self.models[key] = load_model_spec(name, device=self.device, dtype=dtype)
-            self.load_s += time.perf_counter() - t0
+            self.models[key] = self._timed_load(key, lambda: load_model_spec(
+                spec, device=self.device, dtype=dtype))
         return self.models[key]
+
+    def _featurizer(self, name: str) -> Any:
+        """A registered featurizer as it is, a registered transformers model as its last-token
+        features, a hub name as MAUVE featurizes it (``tmbench.models.featurizers``)."""
+        from tmbench.models import featurizers
+
+        key = f"{name} (featurizer)"
+        if key not in self.models:
+            if judge_spec(name) == name:
+                self.models[key] = featurizers.as_featurizer(self.load_model(name, judge=True),
+                                                             name)
+            else:
+                self.models[key] = self._timed_load(key, lambda: featurizers.load_hf_featurizer(
+                    name, device=self.device))
+        return self.models[key]
+
+    def _timed_load(self, key: str, load: Callable[[], Any]) -> Any:
+        self.log(f"loading model {key} ...")
+        t0 = time.perf_counter()
+        model = load()
+        self.load_s += time.perf_counter() - t0
+        return model
+
+    def model_door(self, judges: dict[str, dict]) -> Callable[..., Any]:
+        """The one door through which metrics and decoders load models by name (judges,
+        featurizers, best-of-n scorers): ``load(name, featurizer=False)``, each model loaded
+        once per session (:meth:`load_model`), its identity and code identity written to
+        ``judges`` (what the run record keeps)."""
+
+        def load(name: str, *, featurizer: bool = False) -> Any:
+            m = self.load_model(name, judge=True, featurizer=featurizer)
+            judges[name] = {**(m.identity() if hasattr(m, "identity") else {"name": name}),
+                            "code": code_identity(type(m))}
+            return m
+
+        return load

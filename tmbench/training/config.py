@@ -12,28 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmbench.models.build import BASES, check_adapter
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-# the models an adapter delta (tmbench.models.delta) can be trained over and applied to
-BASES = ("smollm2-135m",)
-ADAPTER_FIELDS = {"kind": str, "r": int, "lora_alpha": (int, float), "lora_dropout": (int, float),
-                  "target_modules": list, "seed": int}
-
-
-def check_adapter(spec: dict) -> dict:
-    """Validate an adapter spec ({kind: lora, r, lora_alpha, target_modules, ...})."""
-    bad = sorted(set(spec) - set(ADAPTER_FIELDS))
-    if bad:
-        raise ValueError(f"unknown adapter field(s) {bad}; accepted: {sorted(ADAPTER_FIELDS)}")
-    if spec.get("kind", "lora") != "lora":
-        raise ValueError(f"adapter kind must be 'lora', got {spec.get('kind')!r}")
-    for k, typ in ADAPTER_FIELDS.items():
-        if k in spec and not isinstance(spec[k], typ):
-            raise ValueError(f"adapter field {k!r} has the wrong type: {spec[k]!r}")
-    if int(spec.get("r", 16)) < 1:
-        raise ValueError(f"adapter r must be >= 1, got {spec.get('r')!r}")
-    return spec
-
 
 @dataclass
 class DataConfig:

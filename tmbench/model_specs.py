@@ -14,7 +14,8 @@ Options may also follow a string in brackets, as in metric keys:
 ``hf:org/model[revision=abc,dtype=bfloat16]``; that is also the canonical string of a spec
 (options sorted). ``validate_model_spec`` is the cheap plan-time check (files exist, options
 known and typed, the hub reachable for hub names, a delta's base present with its recorded
-sha256); ``load_model_spec`` loads the model. A loaded model's ``identity()`` names the canonical
+sha256); ``load_model_spec`` loads the model; ``judge_spec`` says how a name a metric or a
+decoder asks for (a judge, featurizer or scorer) is read. A loaded model's ``identity()`` names the canonical
 spec string and the sha256 of the weight files it actually read (for a delta: base sha256 +
 delta sha256, as the shipped deltas; registered models keep their own identity).
 """
@@ -174,6 +175,13 @@ def _typed(kind: str, target: str, name: str, v: Any, want: type) -> Any:
         raise ValueError(f"model {kind}:{target}: dtype must be one of {', '.join(DTYPES)}, "
                          f"got {v!r}")
     return v
+
+
+def judge_spec(name: str) -> str:
+    """The spec of a model a metric or decoder names (a judge, featurizer or best-of-n scorer):
+    a registered name as it is, any other name a hub name or local folder (``hf:<name>``).
+    The one place that decides between the two."""
+    return name if name in MODELS else f"hf:{name}"
 
 
 # ---- validation (plan time: no weights are read) ---------------------------------------------
