@@ -200,3 +200,24 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     blue = np.abs(img - np.array([0x1F, 0x77, 0xB4]) / 255).max(-1) < 0.06
     assert blue.sum() > 500, "no plot pixels rendered"
     assert (img.mean(-1) < 0.5).sum() > 2000, "no text rendered"
+
+
+def test_figures_use_the_short_names_and_promise_a_human_point_only_with_one(runs):
+    import matplotlib
+
+    from tmbench.report import _plots
+
+    matplotlib.use("Agg")
+    t = build_tables(runs)[0]
+    texts = {x.get_text() for _, _, fig in figures(t) for x in fig.findobj(matplotlib.text.Text)}
+    assert {"Rep-2 ↓", "Loop ↓", "Dist-2 ↑", "Self-BLEU ↓"} <= texts
+    assert not any("[" in x and "=" in x for x in texts), "a metric key on a figure"
+    assert "Quality against diversity" not in _plots(t) and "reference point" not in _plots(t)
+    from pathlib import Path
+
+    from tmbench.report import _human_point
+
+    committed = build_tables(Path(__file__).resolve().parents[1] / "results" / "runs", "default")[0]
+    assert _human_point(committed)  # the human row has Div and gen-ppl: the star is drawn
+    committed.rows = [r for r in committed.rows if r.model != "human"]
+    assert not _human_point(committed)

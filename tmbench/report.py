@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from tmbench.aggregate import HUMAN, Cell, Table, tables_from_records
-from tmbench.render import WORD, find_column, fmt, page_html, parse_key, table_html
+from tmbench.glossary import short_names
+from tmbench.render import WORD, find_column, fmt, page_html, table_html
 from tmbench.results import atomic_write_text, iter_records
 from tmbench.suites import with_suite_headlines
 
@@ -41,19 +42,9 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _wrap(key: str, width: int = 26) -> str:
-    """A metric key broken after commas so that it fits a narrow panel title or axis label."""
-    if len(key) <= width:
-        return key
-    family, params = parse_key(key)
-    lines, cur = [], family + "["
-    for i, (k, v) in enumerate(params.items()):
-        part = f"{k}={v}" + ("," if i < len(params) - 1 else "]")
-        if len(cur) + len(part) > width and cur != family + "[":
-            lines.append(cur)
-            cur = "  "
-        cur += part
-    return "\n".join(lines + [cur])
+def _label(t: Table, key: str) -> str:
+    """A metric's short name and direction, as in the table's header (tmbench.glossary)."""
+    return f"{short_names(t.columns)[key]} {t.arrows.get(key, '')}".strip()
 
 
 def _model_colors(t: Table) -> dict[str, str]:
@@ -94,7 +85,7 @@ def bars(t: Table, keys: list[str | None], title: str):
             err = np.array([_err(c) if c else (0.0, 0.0) for c in cells]).T  # (2, rows)
             ax.barh(y, vals, 0.7, xerr=err, color=[colors[r.model] for r in rows],
                     error_kw={"lw": 0.8, "capsize": 2})
-            ax.set_title(_wrap(k), fontsize=8)
+            ax.set_title(_label(t, k), fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.grid(axis="x", alpha=0.3)
         axes[0][0].set_yticks(y, [r.name for r in rows])
@@ -140,15 +131,15 @@ def scatter(t: Table, xkey: str | None, ykey: str | None, title: str, logy: bool
             ax.axvline(hx, color="black", ls="--", lw=1)
             lo, hi = ax.get_xlim()
             right = hx > (lo + hi) / 2  # put the label on the side of the line with room
-            ax.annotate(f"human reference (no {ykey.split('[')[0]})", (hx, 0.5),
+            ax.annotate(f"human reference (no {short_names(t.columns)[ykey]})", (hx, 0.5),
                         xycoords=("data", "axes fraction"), xytext=(-6 if right else 6, 0),
                         textcoords="offset points", ha="right" if right else "left", va="center",
                         rotation=90, fontsize=9, fontweight="bold")
             handles.append(Line2D([], [], ls="--", color="black", label="human reference"))
         if logy:
             ax.set_yscale("log")
-        ax.set_xlabel(_wrap(xkey, 60))
-        ax.set_ylabel(_wrap(ykey, 40))
+        ax.set_xlabel(_label(t, xkey))
+        ax.set_ylabel(_label(t, ykey))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         fig.legend(handles=handles, title="model", loc="outside right upper")
@@ -223,7 +214,7 @@ def sweeps(t: Table):
                 fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
                 for k in keys:
                     pts = sorted((r.params[param], r.cells[k].mean) for r in rows if k in r.cells)
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=_label(t, k))
                 ax.set_xlabel(param)
                 ax.set_title(f"{model}: sweep over {param}")
                 ax.legend(loc="best")
@@ -258,7 +249,7 @@ SECTIONS = {
     "mauve": ("MAUVE", "Error bars: ± sd over generation seeds, or with one seed the range over "
               "k-means seeds. The n per side is in the table; below 500 MAUVE is unreliable (†)."),
     "qd": ("Quality against diversity", "Marker = model, colour = decoder; error bars as in the "
-           "table. The human continuation is the reference point."),
+           "table."),
     "dyn": ("Maturation dynamics", "Mean over committed tokens and seeds; index i is the i-th "
             "update a token received in the liquid tail."),
     "sweep": ("Tail-length, guidance and alpha sweeps", ""),
@@ -306,6 +297,15 @@ def _environment(recs: list[dict]) -> str:
     return f"<ul>{''.join(items)}</ul>" + (f"<p>Judges and featurizers:</p><ul>{jl}</ul>" if jl else "")
 
 
+def _human_point(t: Table) -> bool:
+    """Whether the quality-diversity figures draw a human star: a human row with the
+    diversity column and a quality column of the figures."""
+    c = t.columns
+    x = find_column(c, "div", unit=WORD) or find_column(c, "distinct", n="2", scope="corpus", unit=WORD)
+    ys = [find_column(c, "gen_ppl", agg=("pooled", None)), find_column(c, "mauve")]
+    return any(r.model == HUMAN and x in r.cells and any(y in r.cells for y in ys if y) for r in t.rows)
+
+
 def _plots(t: Table) -> str:
     by_section: dict[str, list[str]] = defaultdict(list)
     for section, alt, fig in figures(t):
@@ -313,6 +313,8 @@ def _plots(t: Table) -> str:
     out = []
     for section, imgs in by_section.items():
         head, note = SECTIONS[section]
+        if section == "qd" and _human_point(t):  # promised only where the figures draw it
+            note += " The human continuation is the reference point (the star)."
         out.append(f"<h2>{head}</h2>" + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
                    + "\n".join(imgs))
     return "".join(out)
