@@ -41,11 +41,14 @@ def choose(table: dict[str, dict[str, float]]) -> tuple[str, list[str]]:
         raise ValueError("the sweep needs the ar-smollm2 greedy row")
     ppl_max = PPL_FACTOR * ref[COLUMNS[5][1]]
     mauve_min = ref[COLUMNS[6][1]] - MAUVE_MARGIN
-    ok = [k for k, r in table.items() if k.startswith("tm-smollm2 ")
+    tm = sorted({k.split()[0] for k in table if k.startswith("tm-")})  # the swept TM model
+    if len(tm) != 1:
+        raise ValueError(f"the sweep should hold one TM model, found {tm or 'none'}")
+    ok = [k for k, r in table.items() if k.startswith(f"{tm[0]} ")
           and r["_params"].get("alpha_max", 0.75) < 1.0
           and r[COLUMNS[5][1]] <= ppl_max and r[COLUMNS[6][1]] >= mauve_min]
     if not ok:
-        return f"tm-smollm2 {DEFAULT}", ok
+        return f"{tm[0]} {DEFAULT}", ok
     return min(ok, key=lambda k: table[k][COLUMNS[0][1]]), ok
 
 

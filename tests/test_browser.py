@@ -256,3 +256,150 @@ def test_the_page_paints(browser):
         assert d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im) > 100
         plot = _pixels(im.screenshot_as_png)
         assert plot.std() > 0.05, "a blank plot"
+
+
+@pytest.fixture
+def report_page(pages, tmp_path):
+    """A fresh headless Chromium showing the report."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        opts.add_argument(f)
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    try:
+        driver.get(pages["report"].resolve().as_uri())
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def quality_table():
+    from tmbench.leaderboard import build_tables
+
+    return next(t for t in build_tables(RUNS, SUITE, warn=lambda m: None) if t.fingerprint is None)
+
+
+def _repeated_spans(text: str, n: int) -> list[str]:
+    """The marked substrings the page promises: runs of wordpunct units (words, single
+    punctuation characters) covered by an n-gram that occurs earlier in the same text."""
+    import re
+
+    toks = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\w+|[^\w\s]", text)]
+    seen, marked = set(), [False] * len(toks)
+    for i in range(len(toks) - n + 1):
+        key = tuple(t[2] for t in toks[i:i + n])
+        if key in seen:
+            marked[i:i + n] = [True] * n
+        seen.add(key)
+    spans, start = [], None
+    for k, m in enumerate(marked + [False]):
+        if m and start is None:
+            start = k
+        elif not m and start is not None:
+            spans.append(text[toks[start][0]:toks[k - 1][1]])
+            start = None
+    return spans
+
+
+def _shown(d):
+    """The browser's prompt and columns: (row index or None for the human column, [(label,
+    text, [marked substrings])])."""
+    sec = _css(d, "section[data-sb]")[0]
+    cols = []
+    for col in _css(sec, ".sb-col"):
+        texts = [(lab.text, d.execute_script("return arguments[0].textContent", box),
+                  [m.get_attribute("textContent") for m in _css(box, "mark")])
+                 for lab, box in zip(_css(col, ".sb-seed"), _css(col, ".sb-text"))]
+        row = col.get_attribute("data-row")
+        cols.append((None if row is None else int(row), texts))
+    prompt = d.execute_script("return arguments[0].textContent", _css(sec, "[data-sb-prompt-text]")[0])
+    return prompt, cols
+
+
+def _expected(t, i: int, prompt: str) -> list[tuple[str, str]]:
+    """The texts of row ``i`` of the table for that prompt, from its records, by seed."""
+    recs = sorted(t.rows[i].records, key=lambda r: r["spec"]["seed"])
+    return [(f"seed {r['spec']['seed']}", s["text"]) for r in recs for s in r["samples"]
+            if s["prompt_text"] == prompt]
+
+
+def test_picking_a_prompt_shows_the_records_texts_with_repeats_marked(report_page, quality_table):
+    from selenium.webdriver.support.ui import Select
+
+    d, t = report_page, quality_table
+    sec = _css(d, "section[data-sb]")[0]
+    pick = Select(_css(sec, "select[data-sb-prompt]")[0])
+    assert len(pick.options) == max(r.n_prompts for r in t.rows)
+    marks = []
+    for value in ("5", "11"):
+        pick.select_by_value(value)
+        prompt, cols = _shown(d)
+        human = next(s for r in t.rows for rec in r.records for s in rec["samples"]
+                     if s["prompt_text"] == prompt)
+        assert prompt and prompt == human["prompt_text"]
+        assert cols[0][0] is None and [x[1] for x in cols[0][1]] == [human["reference_text"]]
+        rows = [i for i, _ in cols[1:]]
+        assert len(rows) == 3 and all(t.rows[i].model != "human" for i in rows)
+        for i, texts in cols[1:]:
+            assert [(lab, text) for lab, text, _ in texts] == _expected(t, i, prompt), t.rows[i].name
+        marked = [(text, m) for _, texts in cols for _, text, m in texts]
+        assert all(m == _repeated_spans(text, 3) for text, m in marked)
+        marks += [m for _, m in marked if m]
+    assert marks, "no repeated 3-gram marked in any shown text"
+
+    Select(_css(sec, "select[data-sb-n]")[0]).select_by_visible_text("2")
+    _, cols = _shown(d)
+    assert all(m == _repeated_spans(text, 2) for _, texts in cols for _, text, m in texts)
+
+
+def test_searching_prompts_and_jumping_from_a_table_row(report_page, quality_table):
+    from selenium.webdriver.support.ui import Select
+
+    d, t = report_page, quality_table
+    sec = _css(d, "section[data-sb]")[0]
+    prompts = [o.get_attribute("value") for o in Select(_css(sec, "select[data-sb-prompt]")[0]).options]
+    texts = {s["prompt_text"] for r in t.rows for rec in r.records for s in rec["samples"]}
+    # a word found (as a substring, case ignored, the way the search matches) in one prompt only
+    words = sorted({w for p in texts for w in p.split() if len(w) > 5 and w.isalpha()})
+    word = next(w for w in words if sum(w.lower() in p.lower() for p in texts) == 1)
+    _type(_css(sec, "input[data-sb-search]")[0], word)
+    # options of a closed <select> are never "displayed" to WebDriver; the filter hides them
+    visible = [o for o in _css(sec, "select[data-sb-prompt] option") if not o.get_property("hidden")]
+    assert len(prompts) > 1 and len(visible) == 1
+    assert _css(sec, "[data-sb-count]")[0].text.startswith(f"1 of {len(prompts)} prompts")
+    prompt, cols = _shown(d)
+    assert word in prompt.split()
+    for i, shown in cols[1:]:
+        assert [(lab, text) for lab, text, _ in shown] == _expected(t, i, prompt)
+
+    # a row the browser does not show yet: its button adds it and scrolls there
+    shown_rows = {i for i, _ in cols}
+    i = next(i for i, r in enumerate(t.rows) if r.model != "human" and i not in shown_rows)
+    btn = _css(d, f'table.lb tr[data-i="{i}"] button.jump')[0]
+    btn.click()
+    _, cols = _shown(d)
+    assert i in [j for j, _ in cols]
+    assert [(lab, text) for lab, text, _ in dict(cols)[i]] == _expected(t, i, prompt)
+    top = d.execute_script("return arguments[0].getBoundingClientRect().top", sec)
+    assert abs(top) < 5, "the page did not scroll to the browser"
+    assert "sort=" not in d.current_url  # the button does not sort the table
+
+
+def test_model_and_decoder_stay_put_while_the_table_scrolls_sideways(report_page):
+    d = report_page
+    _css(d, "button[data-toggle]")[0].click()  # every column: a wide table
+    box = _css(d, "div.scroll")[0]
+    row = _css(box, "tbody tr")[1]
+    cells = _css(row, "td")
+    x = lambda el: d.execute_script("return arguments[0].getBoundingClientRect().left", el)  # noqa: E731
+    before = [x(c) for c in cells[:3]] + [x(cells[-1])]
+    d.execute_script("arguments[0].scrollLeft = 600", box)
+    assert d.execute_script("return arguments[0].scrollLeft", box) > 500
+    after = [x(c) for c in cells[:3]] + [x(cells[-1])]
+    assert after[:2] == pytest.approx(before[:2], abs=1)  # model and decoder frozen
+    assert after[2] < before[2] - 500 and after[3] < before[3] - 500  # the rest scrolled
+    assert after[1] >= after[0] + cells[0].size["width"] - 2  # decoder right of model, not over it

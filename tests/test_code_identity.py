@@ -17,7 +17,8 @@ import pytest
 from tmbench.cli import main
 from tmbench.registry import DECODERS, METRICS, register_decoder
 from tmbench.results import read_record, run_key
-from tmbench.runner import Runner, key_part
+from tmbench.runner import Runner
+from tmbench.stages.record import key_part
 from tmbench.suites import load_suite
 from tmbench.types import Score, model_kind
 

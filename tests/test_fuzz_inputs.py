@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tmbench.cli import main
-from tmbench.runner import resolve_params
+from tmbench.params import resolve_params
 from tmbench.suites import load_suite
 
 VALID = {

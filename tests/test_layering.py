@@ -22,6 +22,7 @@ SUPPORT = {
     "tmbench.params",  # parameter schemas from signatures
     "tmbench.scoring",  # token-level scoring of text
     "tmbench.roofline",  # machine peaks -> share of the roofline (throughput)
+    "tmbench.versions",  # installed versions of distributions
 }
 BUILDING_BLOCKS = ("tmbench.backbones", "tmbench.data")  # below models: networks, corpora
 LEAVES = ("tmbench.decoders", "tmbench.metrics", "tmbench.models", "tmbench.tm")

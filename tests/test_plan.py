@@ -7,7 +7,9 @@ import pytest
 from helpers import argmax_tokens
 from tmbench.registry import register_decoder, register_metric
 from tmbench.results import read_record
-from tmbench.runner import MetricError, Runner, key_part
+from tmbench.runner import Runner
+from tmbench.stages.record import key_part
+from tmbench.stages.score import MetricError
 from tmbench.suites import load_suite
 from tmbench.types import Score, metric_key, model_kind
 

@@ -5,9 +5,10 @@ import torch
 
 from helpers import argmax_tokens
 from tmbench.leaderboard import build_tables, to_markdown, write_leaderboards
+from tmbench.params import resolve_params
 from tmbench.registry import register_decoder, register_metric
 from tmbench.results import read_record
-from tmbench.runner import Runner, resolve_params
+from tmbench.runner import Runner
 from tmbench.suites import load_suite
 from tmbench.types import Score, metric_key, model_kind
 
@@ -140,7 +141,7 @@ def test_corrupt_record_is_reported_and_regenerated(tmp_path, suite):
 
 
 def test_bad_decoder_params_fail_before_writing(tmp_path, suite):
-    from tmbench.runner import plan_runs
+    from tmbench.plan import plan_runs
 
     bad = suite.__class__(**{**suite.__dict__, "decoders": (
         suite.decoders[0].__class__("test_argmax", "x", {"bias": "high"}),)})

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from tmbench.results import canonical
+from tmbench.types import HUMAN
 
 N_BOOT = 1000
-HUMAN = "human"
 MAUVE_MIN_N = 500  # below this MAUVE is marked unreliable (its authors use 5,000 per side)
 
 

@@ -308,7 +308,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"tmbench: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        from tmbench.runner import MetricError
+        from tmbench.stages.score import MetricError
 
         if not isinstance(e, MetricError):
             raise

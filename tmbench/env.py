@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import platform
 from typing import Any
@@ -10,13 +9,8 @@ from typing import Any
 import torch
 
 from tmbench.fileio import sha256_text
+from tmbench.versions import dist_version
 
-
-def _version(pkg: str) -> str | None:
-    try:
-        return md.version(pkg)
-    except md.PackageNotFoundError:
-        return None
 
 
 def cpu_model() -> str:
@@ -62,7 +56,7 @@ def environment(device: str, peaks: bool = False) -> dict[str, Any]:
         "tmbench": tmbench.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {p: _version(p) for p in ("torch", "transformers", "tokenizers", "lm_eval",
+        "packages": {p: dist_version(p, missing=None) for p in ("torch", "transformers", "tokenizers", "lm_eval",
                                               "mauve-text", "nltk", "datasets", "numpy")},
         "fingerprint": fingerprint(device, peaks),
     }

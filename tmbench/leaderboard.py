@@ -229,8 +229,8 @@ def update_readme(readme: Path, root: Path, suite: str | None = None, reference:
 
 
 # rows of the paper's table, when present: TM and the AR decoders on the same SmolLM2 backbone
-PAPER_MODELS = ("tm-smollm2", "tm-smollm2-init", "ar-smollm2", "smollm2-135m")
-PAPER_DECODERS = ("tm-a0.9", "tm-a0.75", "tm-alpha1", "greedy", "greedy-rep-1.2", "nucleus-0.95",
+PAPER_MODELS = ("tm-smollm2", "tm-smollm2-ce", "tm-smollm2-init", "ar-smollm2", "smollm2-135m")
+PAPER_DECODERS = ("tm-a0.9-nearest", "tm-a0.9", "tm-a0.75", "tm-a0.9-k1", "tm-alpha1", "greedy", "greedy-rep-1.2", "nucleus-0.95",
                   "best-of-16-nucleus-0.95")
 
 

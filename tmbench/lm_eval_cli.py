@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tmbench.versions import dist_version
+
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -88,7 +90,7 @@ def evaluate(model_spec: Any, tasks: list[str] | str, *, device: str = "cpu",
         raise ValueError(f"lm-eval could not load the tasks {task_list}: "
                          f"{type(e).__name__}: {str(e)[:300]}") from None
     res["tmbench"] = {"model_spec": str(spec), "adapter": lm.identity(),
-                      "tmbench": _version("tmbench"), "lm_eval": _version("lm_eval")}
+                      "tmbench": dist_version("tmbench"), "lm_eval": dist_version("lm_eval")}
     return res
 
 
@@ -140,14 +142,6 @@ def safe_name(s: str, limit: int = 100) -> str:
         out = out[:limit - 9] + "-" + hashlib.sha256(s.encode()).hexdigest()[:8]
     return out
 
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 # ---- CLI ---------------------------------------------------------------------------------------

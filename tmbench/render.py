@@ -531,10 +531,12 @@ def table_html(t: Table, samples: str | None = None) -> str:
     return "\n".join(out)
 
 
-def page_html(page_title: str, body: str) -> str:
-    """A self-contained page: inline style and script, nothing fetched."""
+def page_html(page_title: str, body: str, css: str = "", script: str = "") -> str:
+    """A self-contained page: inline style and one inline script (the table's, then
+    ``script``), nothing fetched."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(page_title)}</title>"
-            f"<style>{CSS}</style></head><body>{body}<script>{SCRIPT}</script></body></html>")
+            f"<style>{CSS}{css and chr(10) + css}</style></head><body>{body}"
+            f"<script>{SCRIPT}{script and chr(10) + script}</script></body></html>")
 
 
 # ---- where the time went -------------------------------------------------------------------------

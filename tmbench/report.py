@@ -23,6 +23,7 @@ from tmbench.aggregate import HUMAN, Cell, Table, tables_from_records
 from tmbench.glossary import short_names
 from tmbench.render import WORD, find_column, fmt, page_html, table_html
 from tmbench.results import atomic_write_text, iter_records
+from tmbench.samples_browser import CSS as BROWSER_CSS, SCRIPT as BROWSER_SCRIPT, browser_html, browser_id
 from tmbench.suites import with_suite_headlines
 
 DPI = 100
@@ -256,27 +257,6 @@ SECTIONS = {
 }
 
 
-def _samples(recs: list[dict], prompt_index: int = 0) -> str:
-    first = {}
-    for rec in recs:
-        sp = rec["spec"]
-        k = (sp["model"]["name"], sp["decoder"]["label"])
-        if k not in first or sp["seed"] < first[k]["spec"]["seed"]:
-            first[k] = rec
-    rows, prompt = [], None
-    for (model, label), rec in sorted(first.items(), key=lambda kv: (kv[0][0] != HUMAN, kv[0])):
-        s = next((s for s in rec["samples"] if s["prompt_index"] == prompt_index), None)
-        if s is None:
-            continue
-        prompt = s["prompt_text"]
-        rows.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(label)}</td>"
-                    f"<td class='sample'>{html.escape(s['text'])}</td></tr>")
-    if not rows:
-        return ""
-    return (f"<p><b>Prompt {prompt_index}:</b> {html.escape(prompt or '')}</p>"
-            "<table><tr><th>model</th><th>decoder</th><th>continuation</th></tr>" + "".join(rows) + "</table>")
-
-
 def _environment(recs: list[dict]) -> str:
     envs = {}
     for r in recs:
@@ -341,14 +321,14 @@ def build_report(root: Path, dest: Path, suite: str | None = None, reference: st
             body.append(f"<h2>{head}: throughput (machine {html.escape(t.fingerprint)})</h2>" + table_html(t))
             continue
         srecs = [r for r in recs if (r["spec"]["suite"]["name"], r["spec"]["suite"]["version"]) == (t.suite, t.version)]
-        body.append(f"<h2>{head}: leaderboard</h2>" + table_html(t))
+        body.append(f"<h2>{head}: leaderboard</h2>" + table_html(t, samples=browser_id(t)))
         body.append(_plots(t))
         from tmbench.frontier_report import report_section  # frontiers; the suite's compare:
 
         body.append(report_section(t, warn))
-        body.append("<h2>Samples</h2>" + _samples(srecs))
+        body.append("<h2>Samples</h2>" + browser_html(t))
         body.append("<h2>Environment</h2>" + _environment(srecs))
-    atomic_write_text(dest, page_html("tmbench report", "".join(body)))
+    atomic_write_text(dest, page_html("tmbench report", "".join(body), BROWSER_CSS, BROWSER_SCRIPT))
     return dest
 
 

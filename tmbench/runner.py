@@ -24,18 +24,15 @@ from typing import Any, Callable
 
 from tmbench.distributed import barrier, broadcast, dist_info
 from tmbench.faults import fault_point
-from tmbench.plan import MetricPlan, RunPlan, SuitePlan, plan_runs, plan_suite, resolve_params
+from tmbench.plan import MetricPlan, RunPlan, SuitePlan, plan_suite
 from tmbench.registry import DECODERS
 from tmbench.results import CorruptRecord, RunLock, read_record, run_dir, run_key, write_record
 from tmbench.stages.generate import Generated, Job, generate, resumable, sharded
-from tmbench.stages.record import HUMAN, build_record, decode_info, key_part, run_spec
-from tmbench.stages.score import MetricError, complete, score
+from tmbench.stages.record import build_record, decode_info, key_part, run_spec
+from tmbench.stages.score import complete, score
 from tmbench.stages.session import Session
 from tmbench.suites import Suite
-from tmbench.types import RunRecord, Sample
-
-__all__ = ["Runner", "Session", "Summary", "MetricError", "run_suite", "key_part",
-           "resolve_params", "plan_runs"]
+from tmbench.types import HUMAN, RunRecord, Sample
 
 
 @dataclass

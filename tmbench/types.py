@@ -51,6 +51,9 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
+HUMAN = "human"  # the model name and kind of the human reference row
+
+
 # ---- models: what decoders and metrics may call ----------------------------------------------
 
 @dataclass

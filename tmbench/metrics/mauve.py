@@ -34,6 +34,7 @@ from tmbench.cache import load_array, save_array
 from tmbench.fileio import sha256_text
 
 from tmbench.types import MetricContext, Sample, Score, metric_key
+from tmbench.versions import dist_version
 
 RECOMMENDED_N = 2000  # "a few thousand" (MAUVE README); the paper uses 5,000
 KMEANS_SEEDS = (1, 2, 3, 4, 5)
@@ -92,7 +93,7 @@ def mauve(samples: list[Sample], *, ctx: MetricContext, featurizer: str = "all-m
         "n_p_human": len(p), "n_q_model": len(q), "scale": "0-1",
         "kmeans": {"explained_var": kmeans_explained_var, "num_redo": kmeans_num_redo,
                    "max_iter": kmeans_max_iter, "pca": "all data"},
-        "package": f"mauve-text {_version('mauve-text')}",
+        "package": f"mauve-text {dist_version('mauve-text')}",
     }
     return {metric_key("mauve", c=scaling_factor, featurizer=featurizer):
             Score(float(np.mean(vals)), None, True, meta)}
@@ -132,12 +133,3 @@ def embed_cached(feat: Any, texts: list[str], max_length: int, cache_dir: str | 
             have[i] = v
             save_array(paths[i], v)
     return np.stack([have[i] for i in range(len(texts))])
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"

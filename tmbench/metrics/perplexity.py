@@ -57,6 +57,7 @@ import numpy as np
 from tmbench.fileio import atomic_write, sha256_text
 from tmbench.metrics.judge import check_window, judge_logprobs
 from tmbench.types import MetricContext, Sample, Score, metric_key, metric
+from tmbench.versions import dist_version
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
 BBC_TASK = "tmbench_bbc_ppl"
@@ -96,7 +97,7 @@ def heldout_ppl(samples: list[Sample], *, ctx: MetricContext, corpus: str = "bbc
     label = lm_eval_task or corpus
     data_path, data_hash = (None, None) if lm_eval_task else _write_corpus(corpus, n_articles, ctx)
     params = {"corpus": label, "n_articles": None if lm_eval_task else n_articles,
-              "adapter": lm.identity(), "data_sha256": data_hash, "lm_eval": _version("lm_eval")}
+              "adapter": lm.identity(), "data_sha256": data_hash, "lm_eval": dist_version("lm_eval")}
     cached = _cache_get(ctx, params)
     res = cached if cached is not None else _run_lm_eval(lm, lm_eval_task, data_path)
     if cached is None:
@@ -245,12 +246,3 @@ def pooled_ppl(nll: list[float], tokens: list[int]) -> float:
     there is no token)."""
     n = sum(tokens)
     return math.exp(sum(nll) / n) if n else float("nan")
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"

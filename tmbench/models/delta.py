@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from tmbench import checkpoint
-from tmbench.fileio import sha256_text
+from tmbench.fileio import sha256_file, sha256_text
 from tmbench.models.build import BASES, build_from, check_adapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -101,9 +101,9 @@ def save_delta(model, path: str | Path, *, base: str, adapter: dict, trained: di
               for k, v in trainable_state(model).items()}
         checkpoint.save_tensors(sd, tmp / "delta.safetensors")
         cfg = {"format": FORMAT, "version": 1, "kind": model.kind, "name": model.name,
-               "base": {"name": base, "sha256": checkpoint.file_sha256(base_file(base))},
+               "base": {"name": base, "sha256": sha256_file(base_file(base))},
                "adapter": adapter, "trained": trained or {},
-               "delta_sha256": checkpoint.file_sha256(tmp / "delta.safetensors")}
+               "delta_sha256": sha256_file(tmp / "delta.safetensors")}
         if model.kind == "tm":
             cfg["tm"] = {k: v for k, v in asdict(model.config).items() if k != "vocab_size"}
         checkpoint.write_json(cfg, tmp / "config.json")
@@ -121,7 +121,7 @@ def _sha256(f: Path) -> str:
     st = f.stat()
     key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA:
-        _SHA[key] = checkpoint.file_sha256(f)
+        _SHA[key] = sha256_file(f)
     return _SHA[key]
 
 
@@ -233,7 +233,7 @@ def load_tm_smollm2_init(device: str = "cpu", dtype: str = "float32") -> Any:
     model = build_over_base("tm", "smollm2-135m", {"geometry": "tied", "logit_scale": 1.0},
                             "tm-smollm2-init")
     model.requires_grad_(False)
-    base_hash = checkpoint.file_sha256(base_file("smollm2-135m"))
+    base_hash = sha256_file(base_file("smollm2-135m"))
     model.content_hash = sha256_text(base_hash + "+tm-init-v1")[:16]
     return _cast(model, device, dtype)
 
@@ -246,7 +246,7 @@ def export_delta(src: str | Path, dest: str | Path, dtype: torch.dtype = torch.f
     try:
         sd = {k: v.to(dtype) for k, v in checkpoint.load_tensors(src / "delta.safetensors").items()}
         checkpoint.save_tensors(sd, tmp / "delta.safetensors")
-        cfg["delta_sha256"] = checkpoint.file_sha256(tmp / "delta.safetensors")
+        cfg["delta_sha256"] = sha256_file(tmp / "delta.safetensors")
         checkpoint.write_json(cfg, tmp / "config.json")
         write_reference(tmp)
         checkpoint.replace_dir(tmp, dest)

@@ -22,9 +22,7 @@ from tmbench.stages.generate import Generated
 from tmbench.stages.score import Scored, plugins
 from tmbench.stages.session import Session
 from tmbench.suites import Suite
-from tmbench.types import DecodeInfo, RunRecord, RunSpec
-
-HUMAN = "human"
+from tmbench.types import HUMAN, DecodeInfo, RunRecord, RunSpec
 
 
 def key_part(spec: RunSpec) -> dict[str, Any]:
