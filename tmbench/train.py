@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -39,22 +39,46 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
     """Train to ``cfg.optim.steps`` (or stop after step ``stop_at``, as if interrupted);
     writes ``out/ckpt`` every ``ckpt_every`` steps, ``out/final`` at the end, ``out/log.jsonl``.
     Returns the last validation numbers."""
-    from tqdm import tqdm
-
-    from tmbench.data.tokenizers import BPETokenizer
-    from tmbench.models.shipped import save_model_dir
-
     out = Path(out)
     device = init_distributed(device)  # no-op unless launched by torchrun
     rank, world = dist_info()
+    _check_out(cfg, out, resume, world)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tok = _build(cfg, out, resume, rank)
+    model.to(device)
+    data = TokenData(cfg.data, tok)
+    optimizer = configure_optimizer(model, cfg.optim)
+    step = checkpoints.resume(model, optimizer, out, cfg) if resume else 0
+    objective = _objective(model, cfg, world)
+    log = _open_log(cfg, out, step, rank)
+    step, last_eval = _run_steps(cfg, out, model, objective, optimizer, data, step, log,
+                                 device=device, stop_at=stop_at, progress=progress)
+    if log is not None:
+        log.close()
+    barrier()
+    if rank != 0:
+        return {}
+    return _finish(cfg, out, model, step, last_eval)
+
+
+def _check_out(cfg: TrainConfig, out: Path, resume: bool, world: int) -> None:
+    """Refuse a run that cannot start: a global batch the ``world`` processes cannot split
+    evenly, or an ``out`` that holds a run we were not asked to resume."""
     if cfg.optim.batch_size % world:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the number "
                          f"of processes ({world}); the global batch is split evenly across them")
     if out.exists() and (out / "ckpt").exists() and not resume:
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or "
                          "choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _build(cfg: TrainConfig, out: Path, resume: bool, rank: int):
+    """The model to train (with the config's adapter applied) and its tokenizer; rank 0 keeps a
+    tokenizer built for this run in ``out/tokenizer.json``."""
+    from tmbench.data.tokenizers import BPETokenizer
+
     tok = None
+    # a resumed run reuses the tokenizer it started with rather than building one again
     if resume and (out / "tokenizer.json").exists() and not cfg.init_from:
         tok = BPETokenizer.from_file(out / "tokenizer.json", cfg.data.tokenizer.get("kind", "bpe"))
     model, tok = build_for_training(cfg, tok)
@@ -64,36 +88,60 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
         apply_adapter(model, cfg.adapter)
     if not cfg.init_from and isinstance(tok, BPETokenizer) and rank == 0:
         tok.save(out / "tokenizer.json")
-    model.to(device)
-    data = TokenData(cfg.data, tok)
-    optimizer = configure_optimizer(model, cfg.optim)
-    step = checkpoints.resume(model, optimizer, out, cfg) if resume else 0
+    return model, tok
+
+
+def _objective(model, cfg: TrainConfig, world: int):
+    """The training objective of ``model``, wrapped in DDP when ``world`` processes train."""
     objective = Objective(model, cfg)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         objective = DDP(objective)  # averages gradients across ranks during backward
-    per_rank = cfg.optim.batch_size // world
-    rows = slice(rank * per_rank, (rank + 1) * per_rank)
+    return objective
+
+
+def _open_log(cfg: TrainConfig, out: Path, step: int, rank: int) -> TextIO | None:
+    """``out/log.jsonl`` open for appending, cut back to the lines of steps up to ``step``, and
+    the config written to ``out/config.json``; on rank 0 only (None elsewhere)."""
+    if rank != 0:
+        return None
     log_path = out / "log.jsonl"
-    if rank == 0:
-        if log_path.exists():  # drop lines of steps after the checkpoint we resume from
-            keep = [l for l in log_path.read_text().splitlines()
-                    if json.loads(l).get("step", 0) <= step]
-            checkpoint.write_text("".join(k + "\n" for k in keep), log_path)
-        checkpoint.write_json(jsonable(cfg), out / "config.json")
-    log = open(log_path, "a") if rank == 0 else None
+    if log_path.exists():  # drop lines of steps after the checkpoint we resume from
+        keep = [l for l in log_path.read_text().splitlines()
+                if json.loads(l).get("step", 0) <= step]
+        checkpoint.write_text("".join(k + "\n" for k in keep), log_path)
+    checkpoint.write_json(jsonable(cfg), out / "config.json")
+    return open(log_path, "a")
 
-    def emit(rec):
-        if log is not None:
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
 
-    o, B = cfg.optim, cfg.optim.batch_size
-    dev_type = torch.device(device).type
+def _emit(log: TextIO | None, rec: dict[str, Any]) -> None:
+    """Append ``rec`` to the log as one JSON line (nothing without a log: ranks other than 0)."""
+    if log is not None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
+
+def _autocast_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
+    """The dtype to train under autocast on ``device``, None for no autocast."""
     amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.autocast or "")
-    if amp is None and dev_type == "cuda":
+    if amp is None and torch.device(device).type == "cuda":
         amp = torch.bfloat16  # GPU training always ran under bf16 autocast
+    return amp
+
+
+def _run_steps(cfg: TrainConfig, out: Path, model, objective, optimizer, data: TokenData,
+               step: int, log: TextIO | None, *, device: str, stop_at: int | None,
+               progress: bool) -> tuple[int, dict[str, Any]]:
+    """Optimizer steps from ``step`` until ``optim.steps`` (or ``stop_at``), logging, evaluating
+    and checkpointing on the way. Returns the step reached and the last validation numbers."""
+    from tqdm import tqdm
+
+    o = cfg.optim
+    rank, world = dist_info()
+    per_rank = o.batch_size // world
+    rows = slice(rank * per_rank, (rank + 1) * per_rank)  # this rank's share of each batch
+    amp = _autocast_dtype(cfg, device)
     last_eval: dict[str, Any] = {}
     bar = tqdm(total=o.steps, initial=step, disable=not progress or rank != 0, mininterval=1.0,
                dynamic_ncols=True, file=sys.stderr)
@@ -102,59 +150,91 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: st
         lr = lr_at(step, o)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        agg: dict[str, float] = {}
-        for micro in range(o.grad_accum):
-            gen = step_generator(cfg.seed, step, micro)
-            x = data.batch(gen, B).to(device)
-            with torch.autocast(dev_type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                r = objective(x, gen, rows)
-            (r["loss"] / o.grad_accum).backward()
-            for k, v in mean_over_ranks(r).items():
-                agg[k] = agg.get(k, 0.0) + float(v) / o.grad_accum
-            tokens += x.numel()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if cfg.kind == "tm" and model.emb.requires_grad:
-            model.renorm_()
-        step += 1
+        agg, n = _train_step(cfg, model, objective, optimizer, data, step, rows, device, amp)
+        step, tokens = step + 1, tokens + n
         tps = tokens / max(1e-9, time.time() - t0)
         bar.update(1)
         bar.set_postfix(loss=f"{agg['loss']:.3f}", tok_s=f"{tps:,.0f}")
         if step % cfg.log_every == 0 or step == o.steps:
-            emit({"step": step, "lr": lr, "tokens_per_s": round(tps, 1),
-                  **{k: round(v, 5) for k, v in agg.items()}})
+            _emit(log, {"step": step, "lr": lr, "tokens_per_s": round(tps, 1),
+                        **{k: round(v, 5) for k, v in agg.items()}})
         if (step % cfg.eval_every == 0 or step == o.steps) and rank == 0:
-            last_eval = evaluate(model, data, cfg,
-                                 cfg.final_eval_blocks if step == o.steps else cfg.eval_blocks)
-            emit({"step": step, "split": "valid", **last_eval})
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()),
-                      file=sys.stderr)
+            last_eval = _validate(cfg, model, data, step, log, bar)
         if (step % cfg.ckpt_every == 0 or step == o.steps or step == stop_at) and rank == 0:
             checkpoints.save(model, optimizer, step, cfg, out)
             fault_point("checkpoint")
     bar.close()
-    if log is not None:
-        log.close()
-    barrier()
-    if rank != 0:
-        return {}
-    if step >= o.steps and (last_eval or not (out / "final").exists()):
-        trained = {"steps": step, "seed": cfg.seed, "init_from": cfg.init_from,
-                   "tokens": step * B * o.grad_accum * cfg.data.block_size,
-                   "rescheduled": checkpoints.rescheduled(out), **last_eval}
-        if cfg.adapter is not None:
-            from tmbench.models.delta import save_delta
+    return step, last_eval
 
-            save_delta(model, out / "final", base=cfg.init_from, adapter=cfg.adapter,
-                       trained=trained, dtype=None)
-        else:
-            save_model_dir(model, out / "final", extra={"trained": trained})
+
+def _train_step(cfg: TrainConfig, model, objective, optimizer, data: TokenData, step: int,
+                rows: slice, device: str, amp: torch.dtype | None) -> tuple[dict[str, float], int]:
+    """Optimizer step ``step``: ``grad_accum`` micro-batches, each a [batch_size, block_size]
+    global batch of which this rank trains on ``rows``, then clipping, the update and the TM
+    renorm. Returns the loss parts averaged over micro-batches and ranks, and the tokens read."""
+    o = cfg.optim
+    agg: dict[str, float] = {}
+    tokens = 0
+    for micro in range(o.grad_accum):
+        gen = step_generator(cfg.seed, step, micro)
+        x = data.batch(gen, o.batch_size).to(device)
+        with torch.autocast(torch.device(device).type, dtype=amp or torch.bfloat16,
+                            enabled=amp is not None):
+            r = objective(x, gen, rows)
+        (r["loss"] / o.grad_accum).backward()
+        for k, v in mean_over_ranks(r).items():
+            agg[k] = agg.get(k, 0.0) + float(v) / o.grad_accum
+        tokens += x.numel()
+    if o.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if cfg.kind == "tm" and model.emb.requires_grad:
+        model.renorm_()
+    return agg, tokens
+
+
+def _validate(cfg: TrainConfig, model, data: TokenData, step: int, log: TextIO | None,
+              bar) -> dict[str, Any]:
+    """Validation numbers after ``step`` (on ``final_eval_blocks`` at the last step), logged
+    and shown under the progress bar."""
+    n_blocks = cfg.final_eval_blocks if step == cfg.optim.steps else cfg.eval_blocks
+    numbers = evaluate(model, data, cfg, n_blocks)
+    _emit(log, {"step": step, "split": "valid", **numbers})
+    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()),
+              file=sys.stderr)
+    return numbers
+
+
+def _finish(cfg: TrainConfig, out: Path, model, step: int,
+            last_eval: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0's end of a run: ``out/final`` written once the last step is done (a resumed
+    finished run keeps its own), or the finished run's numbers read back from it. Returns the
+    last validation numbers."""
+    if step >= cfg.optim.steps and (last_eval or not (out / "final").exists()):
+        _save_final(cfg, out, model, step, last_eval)
     elif (out / "final").exists():  # resumed a finished run: report its numbers
         last_eval = {k: v for k, v in checkpoint.read_json(out / "final" / "config.json")
                      .get("trained", {}).items() if k.startswith("val_")}
     return last_eval
+
+
+def _save_final(cfg: TrainConfig, out: Path, model, step: int, last_eval: dict[str, Any]) -> None:
+    """Write the trained model to ``out/final`` (only the adapter's delta with an adapter), with
+    what trained it and its last validation numbers."""
+    from tmbench.models.shipped import save_model_dir
+
+    o = cfg.optim
+    trained = {"steps": step, "seed": cfg.seed, "init_from": cfg.init_from,
+               "tokens": step * o.batch_size * o.grad_accum * cfg.data.block_size,
+               "rescheduled": checkpoints.rescheduled(out), **last_eval}
+    if cfg.adapter is not None:
+        from tmbench.models.delta import save_delta
+
+        save_delta(model, out / "final", base=cfg.init_from, adapter=cfg.adapter,
+                   trained=trained, dtype=None)
+    else:
+        save_model_dir(model, out / "final", extra={"trained": trained})
 
 
 # ---- command line -----------------------------------------------------------------------------
