@@ -29,3 +29,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    """A tiny random transformers Llama folder (helpers.write_tiny_llama), one per test module."""
+    from helpers import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("llama"))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpers import tiny_tm
+from helpers import Chars, tiny_tm
 from tmbench.agreement import KEYS, agreement, with_k1_agreement
 from tmbench.aggregate import tables_from_records
 from tmbench.registry import DECODERS
@@ -89,7 +89,7 @@ def test_real_decoder_alpha1_agrees_with_k1():
     K = 4 and K = 1 rows agree everywhere."""
     from tmbench.types import prompt_generator
 
-    mat, m = DECODERS.get("maturation"), tiny_tm()
+    mat, m = DECODERS.get("maturation"), tiny_tm(tokenizer=Chars())
     prompts = [[5, 6, 7, 8], [9, 10]]
 
     def run(tail_len, alpha):

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from helpers import tiny_llama
 from tmbench.decoders.contrastive import contrastive
 from tmbench.models.base import ARModel
 from tmbench.models.hf import HFModel
@@ -88,11 +88,7 @@ def test_toy_alpha_zero_is_greedy_and_eos_stops():
 
 @pytest.fixture(scope="module")
 def hf():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, pad_token_id=0,
-                      bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(97, pad=0)
 
 
 @torch.no_grad()

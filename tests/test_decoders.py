@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from helpers import tiny_llama
+from helpers import hf_generate, left_pad, tiny_llama
 from tmbench.decoders import beam as beam_mod
 from tmbench.decoders import contrastive as contrastive_mod
 from tmbench.decoders import greedy as greedy_mod
@@ -56,24 +56,6 @@ def prompts():
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def left_pad(prompts):
-    S = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), S), PAD)
-    mask = torch.zeros(len(prompts), S, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        ids[b, S - len(p):] = torch.tensor(p)
-        mask[b, S - len(p):] = 1
-    return ids, mask
-
-
-def hf_generate(hf, prompts, eos, **kw):
-    """transformers' continuations, cut after EOS (it pads finished rows with pad or EOS)."""
-    ids, mask = left_pad(prompts)
-    out = hf.generate(input_ids=ids, attention_mask=mask, pad_token_id=PAD, eos_token_id=eos,
-                      do_sample=False, **kw)[:, ids.shape[1]:].tolist()
-    return [r[: r.index(eos) + 1] if eos in r else r for r in out]
 
 
 # ---- parity with transformers ------------------------------------------------------------

@@ -14,7 +14,7 @@ import json
 import pytest
 import torch
 
-from test_model_specs import write_tiny_llama
+from helpers import write_tiny_gguf, write_tiny_llama
 from tmbench.model_specs import load_model_spec, parse_model_spec, validate_model_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
@@ -198,7 +198,6 @@ def test_export_of_a_delta_over_a_gguf_base_loads_without_gguf_file(tmp_path, mo
     from transformers import AutoModelForCausalLM
 
     import tmbench.models.hf as hf
-    from test_model_specs import write_tiny_gguf
     from tmbench.export import export_model
 
     path, _ = write_tiny_gguf(tmp_path)

@@ -1,4 +1,5 @@
-"""torchrun with the gloo backend, 2 processes on CPU: generation equals a single process."""
+"""torchrun with the gloo backend, 2 processes on CPU: generation equals a single process;
+and the process-group set-up outside torchrun."""
 
 import json
 import shutil
@@ -75,3 +76,10 @@ def test_two_process_training_matches_one_process(tmp_path, kind):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_init_distributed_outside_torchrun(monkeypatch):
+    from tmbench.distributed import dist_info, init_distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed("cpu") == "cpu" and dist_info() == (0, 1)

@@ -5,8 +5,8 @@ file (and the line, where there is one), before any work, and nothing is written
 
 import pytest
 
+from helpers import write_tiny_llama
 from test_cli import one_line_error
-from test_model_specs import write_tiny_llama
 from tmbench.cli import main
 from tmbench.registry import DECODERS
 

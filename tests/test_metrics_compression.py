@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from _metrics_util import ctx, sample
+from helpers import ctx, sample
 from tmbench.metrics.compression import compression_ratio, ratio
 from tmbench.registry import METRICS
 

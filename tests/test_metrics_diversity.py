@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 
-from _metrics_util import ctx, sample
+from helpers import ctx, sample
 from tmbench.metrics.diversity import diversity
 from tmbench.metrics.selfbleu import self_bleu
 

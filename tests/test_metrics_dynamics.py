@@ -2,8 +2,7 @@
 
 import pytest
 
-from _metrics_util import ctx, sample
-from helpers import tiny_tm
+from helpers import Chars, ctx, sample, tiny_tm
 from tmbench.metrics.dynamics import dynamics
 
 
@@ -61,7 +60,7 @@ def test_real_maturation_decoder_end_to_end():
     from tmbench.lm_eval_adapter import TmbenchLM
     from tmbench.types import Sample
 
-    m = tiny_tm()
+    m = tiny_tm(tokenizer=Chars())
     prompts = [[5, 6, 7, 8], [9, 10]]
     params = {"tail_len": 4, "alpha_max": 1.0, "trace": True}
     res = mat.maturation(m, prompts, max_new_tokens=6, generator=torch.Generator().manual_seed(0), **params)

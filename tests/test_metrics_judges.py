@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from _metrics_util import ctx, sample, tiny_llama
+from helpers import ctx, sample, tiny_bpe_llama
 from tmbench.metrics.judge import judge_logprobs
 from tmbench.scoring import token_logprobs_batched
 from tmbench.models import judges
@@ -27,7 +27,7 @@ def _tiny_gemma3(softcap=30.0):
     tiny BPE tokenizer, wrapped as an HFJudge with small chunks."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    _, tok = tiny_llama()
+    _, tok = tiny_bpe_llama()
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

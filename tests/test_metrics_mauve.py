@@ -4,7 +4,7 @@ human row skipped; small-n note recorded."""
 import numpy as np
 import pytest
 
-from _metrics_util import HashFeaturizer, ctx, sample
+from helpers import HashFeaturizer, ctx, sample
 
 mauve_pkg = pytest.importorskip("mauve", reason="mauve-text is not installed")
 

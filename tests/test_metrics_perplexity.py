@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from _metrics_util import BigramJudge, ctx, sample, tiny_hfmodel, tiny_llama
+from helpers import BigramJudge, ctx, sample, tiny_bpe_llama, tiny_hfmodel
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed")
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 def _hflm():
     from lm_eval.models.huggingface import HFLM
 
-    m, tok = tiny_llama()
+    m, tok = tiny_bpe_llama()
     return HFLM(pretrained=m, tokenizer=tok, max_length=WINDOW, batch_size=1, device="cpu")
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from _metrics_util import Tok, ctx, sample
+from helpers import Tok, ctx, sample
 from tmbench.metrics.ngrams import intern, longest_repeat, ngram_stats
 from tmbench.metrics.repetition import repetition
 

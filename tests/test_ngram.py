@@ -5,18 +5,9 @@ import math
 import pytest
 import torch
 
+from helpers import Tok
 from tmbench.models.ngram import BigramModel
 from tmbench.registry import DECODERS, MODELS
-
-
-class Tok:
-    name, eos_token_id = "ids", None
-
-    def encode(self, text):
-        return [int(t) for t in text.split()]
-
-    def decode(self, ids):
-        return " ".join(map(str, ids))
 
 
 V = 6

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_llama
+from helpers import hf_generate, tiny_llama
 from tmbench.models.hf import HFModel
 from tmbench.registry import DECODERS
 
@@ -24,13 +24,6 @@ def model(hf, eos):
 def prompts(n_rows=3, length=6, seed=7):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(3, V, (length,), generator=g).tolist() for _ in range(n_rows)]
-
-
-def hf_generate(hf, ps, eos, **kw):
-    out = hf.generate(input_ids=torch.tensor(ps), attention_mask=torch.ones(len(ps), len(ps[0]),
-                      dtype=torch.long), pad_token_id=PAD, eos_token_id=eos, do_sample=False,
-                      **kw)[:, len(ps[0]):].tolist()
-    return [r[: r.index(eos) + 1] if eos in r else r for r in out]
 
 
 def grams(row, n):

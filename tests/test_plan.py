@@ -284,10 +284,10 @@ def test_unreachable_dataset_is_one_line_before_any_work(tmp_path, capsys, monke
 def test_tm_overflow_is_refused_at_plan_time_like_ar():
     """One context policy: a TM run whose prompt + new tokens + forwarded tail exceed the
     context is refused (the tail counts K - 1 slots under readout `next`)."""
-    from helpers import tiny_tm
+    from helpers import Chars, tiny_tm
     from tmbench.plan import check_context, positions_needed
 
-    tm = tiny_tm()  # 64 positions
+    tm = tiny_tm(tokenizer=Chars())  # 64 positions
     assert positions_needed(tm, 20, 30, {"tail_len": 16}) == 20 + 30 - 1 + 15
     check_context(tm, "tiny-tm", "tm", 20, 30, {"tail_len": 16})  # 64 positions: fits
     with pytest.raises(ValueError, match="needs 65 positions, more than the model's context of 64"):

@@ -2,15 +2,16 @@
 ``feed`` field, the trace's health entries and the ``dynamics`` metric keys built from them."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from tmbench.backbones.gpt import GPT, GPTConfig
+from helpers import tiny_tm
 from tmbench.metrics.dynamics import dynamics
 from tmbench.tm.decode import maturation
 from tmbench.tm.health import agree_share, copy_share, distinct_share, is_healthy
-from tmbench.tm.model import MaturationModel, TMConfig
+from tmbench.tm.model import TMConfig
 from tmbench.types import MetricContext, Sample
 
 torch.set_num_threads(1)
@@ -18,16 +19,9 @@ V, C = 61, 32
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
 
 
-def make(readout="next", conditioning=True, **tm) -> MaturationModel:
-    torch.manual_seed(0)
-    m = MaturationModel(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=64)),
-                        TMConfig(vocab_size=V, readout=readout, k_max=16, **tm))
-    if conditioning:  # random conditioning and head, so outputs depend on everything
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in (m.head.weight, m.alpha_mlp[2].weight, m.film.weight):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return m.eval()
+# the file's TM: helpers.tiny_tm (V 61, width 32, k_max 16) with random conditioning and
+# head, so outputs depend on everything
+make = partial(tiny_tm, randomize=True)
 
 
 def samples_of(r) -> list[Sample]:
@@ -123,7 +117,7 @@ def test_readability_is_one_when_the_tail_reads_as_text():
     """No-op conditioning (alpha MLP and FiLM at zero), alpha_max 1 and K = 2 under readout
     next: slot 1 is predicted at slot 0, whose input under ``feed: nearest`` is 1 x its nearest
     embedding, which is exactly the text the reference forward feeds. Readability must be 1."""
-    m = make(conditioning=False)
+    m = tiny_tm()
     r = maturation(m, PROMPTS, generator=gen(1), max_new_tokens=8, tail_len=2, alpha_max=1.0,
                    feed="nearest", trace=True)
     for h in r.info["tail"]:

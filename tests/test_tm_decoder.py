@@ -1,13 +1,14 @@
 """The ``maturation`` decoder on tiny random TM models: determinism, batching, lengths, EOS,
 the vector-greedy special case, guidance, traces, context sliding, parameter errors."""
 
+from functools import partial
+
 import pytest
 import torch
 
-from tmbench.backbones.gpt import GPT, GPTConfig
+from helpers import tiny_tm
 from tmbench.registry import DECODERS
 from tmbench.tm.decode import maturation
-from tmbench.tm.model import MaturationModel, TMConfig
 from tmbench.types import DecodeOutput
 
 torch.set_num_threads(1)
@@ -15,15 +16,9 @@ V, C = 61, 32
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
 
 
-def make(readout="next", seed=0, block_size=64) -> MaturationModel:
-    torch.manual_seed(seed)
-    bb = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=block_size))
-    m = MaturationModel(bb, TMConfig(vocab_size=V, readout=readout, k_max=16))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # random conditioning and head, so outputs depend on everything
-        for p in (m.head.weight, m.alpha_mlp[2].weight, m.film.weight):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return m.eval()
+# the file's TM: helpers.tiny_tm (V 61, width 32, k_max 16) with random conditioning and
+# head, so outputs depend on everything
+make = partial(tiny_tm, randomize=True)
 
 
 @pytest.fixture(scope="module", params=["next", "self"])
@@ -105,9 +100,7 @@ def test_guidance_in_one_batch_equals_two_passes(model, guidance, monkeypatch):
 
 def test_guidance_in_one_batch_on_a_transformers_backbone(monkeypatch):
     """The same through a transformers backbone (its DynamicCache copied per pass)."""
-    from test_tm_model import tm_model
-
-    m = tm_model("next", backbone="hf", seed=3)
+    m = tiny_tm("next", seed=3, backbone="hf", k_max=8, randomize=True)
     kw = dict(max_new_tokens=10, tail_len=4, guidance=2.0)
     one = maturation(m, PROMPTS, generator=gen(5), trace=True, **kw)
     use_two_passes(monkeypatch)

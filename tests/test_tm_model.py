@@ -1,12 +1,13 @@
 """MaturationModel, GPT backbone and transformers adapter: masks, caches, induced
 distribution, scoring, checkpoints."""
 
+from functools import partial
+
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from helpers import tiny_tm
 from tmbench.backbones.gpt import GPT, GPTConfig
-from tmbench.backbones.hf_adapter import HFBackbone
 from tmbench.models.shipped import load_model_dir, save_model_dir
 from tmbench.tm.model import MaturationModel, TMConfig, tail_mask
 
@@ -14,25 +15,9 @@ torch.set_num_threads(1)
 V, C = 61, 32
 
 
-def randomize(m: MaturationModel, seed: int = 0) -> MaturationModel:
-    """Give the zero-initialised conditioning and the identity head random values, so every
-    path of the network matters in the tests."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in (m.head.weight, m.alpha_mlp[2].weight, m.film.weight):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return m.eval()
-
-
-def tm_model(readout="next", film="tail", backbone="gpt", seed=0) -> MaturationModel:
-    torch.manual_seed(seed)
-    if backbone == "gpt":
-        bb = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=64))
-    else:
-        lm = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=C, n_head=2, vocab_size=V, n_positions=64,
-                                        bos_token_id=0, eos_token_id=0))
-        bb = HFBackbone(lm)
-    return randomize(MaturationModel(bb, TMConfig(vocab_size=V, readout=readout, k_max=8, film=film)), seed)
+# the file's TM: helpers.tiny_tm (V 61, width 32, 64 positions) with k_max 8 and random
+# conditioning and head, so every path of the network matters in the tests
+tm_model = partial(tiny_tm, k_max=8, randomize=True)
 
 
 def run(m, z, alpha, tail, mask=None):
