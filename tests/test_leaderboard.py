@@ -372,3 +372,30 @@ def test_twin_differences_pair_a_tm_row_with_the_twins_greedy(tmp_path):
     row = [line for line in lines if line.startswith("| tm-smollm2 |")]
     assert row == ["| tm-smollm2 | tm-a0.9 | 0.250* [0.250, 0.250] | – | – | – | – |"]
     assert twin_differences(t, [r for r in t.rows if r.model == "ar-smollm2"]) == []
+
+
+def test_a_tm_row_whose_tail_fails_a_health_threshold_is_marked(tmp_path):
+    from tmbench.render import UNHEALTHY, tail_failures
+
+    def health(copy, readable, norm):
+        return lambda order, seed: {
+            "tail_copy_rate": score(copy, [copy] * len(order), metric="dynamics", hib=False),
+            "tail_readability": score(readable, [readable] * len(order), metric="dynamics", hib=True),
+            "tail_norm_ratio": score(norm, [norm] * len(order), metric="dynamics")}
+
+    root = write(tmp_path,
+                 make_record(health(0.95, 0.02, 16.0), decoder="maturation", label="collapsed",
+                             params={"alpha_max": 0.5}),
+                 make_record(health(0.30, 0.50, 2.0), decoder="maturation", label="healthy",
+                             params={"alpha_max": 0.9}),  # each threshold met at its edge
+                 make_record(per_prompt(lambda i, s: 1.0)))  # no tail measured: nothing to say
+    t = table(root)
+    rows = by_decoder(t)
+    assert tail_failures(rows["collapsed"]) == ["tail_readability", "tail_copy_rate", "tail_norm_ratio"]
+    assert tail_failures(rows["healthy"]) == [] and tail_failures(rows["nucleus-0.95"]) == []
+    md = to_markdown(t)
+    assert f"| collapsed {UNHEALTHY} |" in md and "| healthy |" in md
+    assert f"`{UNHEALTHY}` unhealthy tail" in md and "tail_copy_rate <= 0.3" in md
+    # a table with healthy or unmeasured tails only carries neither mark nor note
+    one = write(tmp_path / "b", make_record(health(0.1, 0.9, 1.0), decoder="maturation", label="ok"))
+    assert UNHEALTHY not in to_markdown(table(one))

@@ -21,6 +21,7 @@ from typing import Any
 from tmbench.aggregate import N_BOOT, Cell, Paired, Row, Table, parse_key
 from tmbench.glossary import base_name, gloss, short_names
 from tmbench.results import canonical
+from tmbench.tm.health import HEALTHY, is_healthy
 
 WORD = ("wordpunct", "word")  # the metrics' word unit: the new name first, the old one accepted
 MAX_HEADLINE = 12  # a table a researcher reads at a glance; every column is in the CSV
@@ -41,6 +42,7 @@ HEADLINE: list[tuple[str, dict[str, tuple]]] = [
     ("roofline_share", {"phase": ("decode",)}), ("peak_mem_mb", {}),
 ]
 MARKS = {"significant": "*", "unreliable": "†", "self_judged": "§"}
+UNHEALTHY = "‡"  # a TM row whose tail fails a health threshold (tmbench.tm.health)
 FIXED = ["model", "decoder", "params", "seeds", "n", "max_new_tokens"]
 FROZEN = {"model": ' class="fz"', "decoder": ' class="fz fz2"'}  # stay put while scrolling sideways
 
@@ -190,10 +192,21 @@ def params_text(p: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) or "defaults"
 
 
+def tail_failures(r: Row) -> list[str]:
+    """The tail-health thresholds (DESIGN 3.4 item 8) a TM row fails; [] when its tail is healthy
+    or was not measured."""
+    values = {k: r.cells[k].mean for k in HEALTHY if k in r.cells}
+    if len(values) < len(HEALTHY) or is_healthy(values) is not False:
+        return []
+    return [k for k, (lo, hi) in HEALTHY.items()
+            if (lo is not None and values[k] < lo) or (hi is not None and values[k] > hi)]
+
+
 def _fixed(t: Table, r: Row) -> list[str]:
     n = len(r.records) if t.fingerprint else r.n_prompts
     mnt = r.max_new_tokens
-    return [r.model, r.decoder, params_text(shown_params(r)), str(len(set(r.seeds))), str(n),
+    decoder = r.decoder + (f" {UNHEALTHY}" if tail_failures(r) else "")
+    return [r.model, decoder, params_text(shown_params(r)), str(len(set(r.seeds))), str(n),
             "–" if mnt is None else str(mnt)]
 
 
@@ -257,7 +270,15 @@ def footnotes(t: Table, shown: list[str]) -> list[str]:
              "cell shows n and the sd over k-means seeds), or a score its metric marked unreliable",
         "§": "self-judged: the judge is the generator itself, which favours its own text",
     }
-    return [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
+    out = [f"`{m}` {notes[m]}" for m in ("*", "†", "§") if m in used]
+    if any(tail_failures(r) for r in t.rows):
+        lo_read, hi_copy = HEALTHY["tail_readability"][0], HEALTHY["tail_copy_rate"][1]
+        lo_norm, hi_norm = HEALTHY["tail_norm_ratio"]
+        out.append(f"`{UNHEALTHY}` unhealthy tail (DESIGN 3.4 item 8: tail_readability >= "
+                   f"{lo_read}, tail_copy_rate <= {hi_copy}, tail_norm_ratio in [{lo_norm}, "
+                   f"{hi_norm}]): the model does not read its own liquid tail as it reads text, so "
+                   "the row says little about maturation itself")
+    return out
 
 
 def _meta(t: Table, key: str) -> dict:

@@ -16,8 +16,13 @@ A TM row whose tail is not healthy says nothing about maturation (DESIGN 3.3, fo
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that need it, so that tables (which read HEALTHY and
+# is_healthy) render without it
 HEALTHY = {"tail_readability": (0.5, None), "tail_copy_rate": (None, 0.3),
            "tail_norm_ratio": (0.5, 2.0)}  # DESIGN 3.4 item 8: (lowest, highest) healthy value
 
@@ -25,6 +30,8 @@ HEALTHY = {"tail_readability": (0.5, None), "tail_copy_rate": (None, 0.3),
 def copy_share(tok: torch.Tensor) -> torch.Tensor:
     """tok (B, K) nearest token of every slot, front first -> (B,) share of slots j >= 1 whose
     token equals slot j - 1's; NaN when K = 1 (no slot behind the front)."""
+    import torch
+
     B, K = tok.shape
     if K < 2:
         return torch.full((B,), float("nan"))
@@ -33,6 +40,8 @@ def copy_share(tok: torch.Tensor) -> torch.Tensor:
 
 def distinct_share(tok: torch.Tensor) -> torch.Tensor:
     """tok (B, K) -> (B,) number of distinct tokens in each row over K."""
+    import torch
+
     K = tok.shape[1]
     return torch.tensor([len(set(r)) / K for r in tok.tolist()])
 
@@ -40,6 +49,8 @@ def distinct_share(tok: torch.Tensor) -> torch.Tensor:
 def agree_share(a: torch.Tensor, b: torch.Tensor, first: int = 0) -> torch.Tensor:
     """a, b (B, K) token readings -> (B,) share of slots j >= first where they agree; NaN when
     no slot is left."""
+    import torch
+
     a, b = a[:, first:], b[:, first:]
     if a.shape[1] == 0:
         return torch.full((a.shape[0],), float("nan"))
