@@ -118,8 +118,12 @@ def main(argv=None) -> int:
     table = rows(Path(a.out))
     chosen, ok, healthy = choose(table)
     md = markdown(table, chosen, ok)
+    n_healthy = sum(bool(is_healthy(r)) for r in table.values() if "tail_copy_rate" in r)
     why = ("passes every term of the rule" if healthy else
-           f"no configuration is healthy; the healthiest fails {failed(table[chosen])}")
+           f"no configuration passes every term ({n_healthy} of the TM rows have a healthy tail); "
+           f"the healthiest, chosen, fails {failed(table[chosen]) or 'no health threshold'}"
+           + ("" if failed(table[chosen]) else
+              f"; its model's valid CE is {valid_ce(table[chosen]['_model'])}"))
     md += f"\n\nchosen: {chosen} ({why})"
     print(md)
     if a.markdown:
