@@ -276,8 +276,9 @@ def footnotes(t: Table, shown: list[str]) -> list[str]:
         lo_norm, hi_norm = HEALTHY["tail_norm_ratio"]
         out.append(f"`{UNHEALTHY}` unhealthy tail (DESIGN 3.4 item 8: tail_readability >= "
                    f"{lo_read}, tail_copy_rate <= {hi_copy}, tail_norm_ratio in [{lo_norm}, "
-                   f"{hi_norm}]): the model does not read its own liquid tail as it reads text, so "
-                   "the row says little about maturation itself")
+                   f"{hi_norm}]): the tail collapses onto one token, is fed vectors unlike those "
+                   "training built, or is not read the way the model reads text, so the row says "
+                   "little about maturation itself")
     return out
 
 
