@@ -194,3 +194,12 @@ def test_frontier_command_and_report_section(tmp_path, monkeypatch, capsys):
     page = build_report(tmp_path / "runs", tmp_path / "report.html").read_text()
     for head in ("Quality-diversity frontiers", "Matched quality", "Paired differences"):
         assert head in page
+    # a suite run row by row: a compare: pair whose row has no records yet is left out of the
+    # matched-quality section, the rest of the report stands
+    (tmp_path / "tasks" / "frontier-test.yaml").write_text(SUITE.replace(
+        "  - {name: greedy}\n", "  - {name: greedy}\n  - {name: greedy, label: later, params: {repetition_penalty: 1.3}}\n")
+        + "  - {row: toy-random/later, to: toy-random/greedy}\n")
+    page = build_report(tmp_path / "runs", tmp_path / "report2.html").read_text()
+    matched_section = page.split("Matched quality")[1].split("Paired differences")[0]
+    assert "toy-random/greedy" in matched_section and "toy-random/later" not in matched_section
+    assert main(["frontier", "--out", "runs", "--dest", "fig"]) == 0

@@ -151,7 +151,8 @@ def matched_for(t: Table, pairs: tuple[tuple[str, str], ...], rows: list[str] | 
                 against: list[str] | None = None) -> list[Matched]:
     """Matched-quality comparisons: each named row (default: the rows of the compare pairs
     whose reference is not the human row) against the families of ``against`` models, else of
-    its reference's model, else its own model's other families."""
+    its reference's model, else its own model's other families. A named row that is in no
+    table is an error; a compare pair's row without records yet is left out."""
     if against:
         return [m for a in rows or [a for a, _ in pairs] if (row := find_row(t, a))
                 for m in matched(t, row, against)]
@@ -165,6 +166,8 @@ def matched_for(t: Table, pairs: tuple[tuple[str, str], ...], rows: list[str] | 
     out = []
     for a, models in wanted.items():
         row = find_row(t, a)
+        if row is None and a not in (rows or []):
+            continue  # a compare: pair whose row has no records yet (a suite run row by row)
         if row is None:
             raise ValueError(f"row {a!r} is in no table of suite {t.suite} v{t.version}; "
                              f"accepted: {', '.join(f'{r.model}/{r.decoder}' for r in t.rows)}")
