@@ -31,17 +31,30 @@ def test_atomic_write_text_bytes_writer_and_failure(tmp_path):
 
 
 def test_sha256_helpers(tmp_path):
-    from tmbench.checkpoint import file_sha256
-    from tmbench.fileio import sha256_file, sha256_text
+    from tmbench.fileio import sha256_file, sha256_file_cached, sha256_text
     from tmbench.models.hf import content_hash_of
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"x" * 3_000_000)
     b.write_bytes(b"yz")
-    assert sha256_file(a) == hashlib.sha256(a.read_bytes()).hexdigest() == file_sha256(a)
+    assert sha256_file(a) == hashlib.sha256(a.read_bytes()).hexdigest() == sha256_file_cached(a)
     assert sha256_file([a, b]) == hashlib.sha256(a.read_bytes() + b"yz").hexdigest()
     assert content_hash_of([b, a]) == sha256_file([a, b])[:16]  # sorted order
     assert sha256_text("é") == hashlib.sha256("é".encode()).hexdigest()
+    # the cache answers from memory for an unchanged file and hashes again when it changes
+    import tmbench.fileio as fileio
+
+    before = sha256_file_cached(b)
+    calls = []
+    real = fileio.sha256_file
+    fileio.sha256_file = lambda p: calls.append(p) or real(p)
+    try:
+        assert sha256_file_cached(b) == before and calls == []
+        b.write_bytes(b"a longer text")  # size changes, so does the key
+        assert sha256_file_cached(b) == hashlib.sha256(b"a longer text").hexdigest()
+        assert len(calls) == 1
+    finally:
+        fileio.sha256_file = real
 
 
 def _umask() -> int:

@@ -14,13 +14,12 @@ from typing import Any
 
 import torch
 
-from tmbench.fileio import atomic_write, make_dir_tmp, replace_dir, sha256_file
+from tmbench.fileio import atomic_write, make_dir_tmp, replace_dir
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
-file_sha256 = sha256_file  # the name the model loaders use
 
-__all__ = ["PICKLE_SUFFIXES", "file_sha256", "load_tensors", "make_dir_tmp", "optimizer_from_tensors",
+__all__ = ["PICKLE_SUFFIXES", "load_tensors", "make_dir_tmp", "optimizer_from_tensors",
            "optimizer_to_tensors", "read_json", "replace_dir", "save_tensors", "write_json",
            "write_text"]
 

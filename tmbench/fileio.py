@@ -90,6 +90,20 @@ def sha256_file(paths: str | Path | Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
+_HASHED: dict[tuple, str] = {}  # ((resolved path, size, mtime_ns), ...) -> sha256
+
+
+def sha256_file_cached(paths: str | Path | Iterable[str | Path]) -> str:
+    """:func:`sha256_file`, remembered within the process per (resolved path, size,
+    modification time) of every file: the one cache of content hashes, so that a large
+    checkpoint hashes once however often plan-time checks and loads ask."""
+    paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    key = tuple((str(p.resolve()), (st := p.stat()).st_size, st.st_mtime_ns) for p in paths)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(paths)
+    return _HASHED[key]
+
+
 def sha256_text(text: str) -> str:
     """Hex sha256 of ``text`` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -463,15 +463,9 @@ def _named(model, ms: ModelSpec, files: list[Path]):
     return model
 
 
-_HASHES: dict[tuple, str] = {}
-
-
 def hash_files(files: list[Path]) -> str:
-    """sha256 over the weight files (as ``tmbench.models.hf.content_hash_of``), cached per
-    file size and modification time within the process: large checkpoints hash once."""
+    """The weights' content hash (``tmbench.models.hf.content_hash_of``; hashed once per
+    process, see ``tmbench.fileio.sha256_file_cached``)."""
     from tmbench.models.hf import content_hash_of
 
-    key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(files))
-    if key not in _HASHES:
-        _HASHES[key] = content_hash_of(list(files))
-    return _HASHES[key]
+    return content_hash_of(list(files))

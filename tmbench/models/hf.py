@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tmbench.fileio import sha256_file
+from tmbench.fileio import sha256_file_cached
 from tmbench.models.base import ARModel
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,7 +100,7 @@ class HFModel(ARModel):
 
 def content_hash_of(paths: list[Path]) -> str:
     """sha256 over files (in sorted order); identifies a checkpoint in run records."""
-    return sha256_file(sorted(paths))[:16]
+    return sha256_file_cached(sorted(paths))[:16]
 
 
 def load_hf(name_or_path: str, *, device: str = "cpu", dtype: str = "float32",

