@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from tmbench.versions import dist_version
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -80,10 +82,7 @@ def code_identity(obj: Any, dist: tuple[str, str] | None = None) -> dict[str, An
         package, version = dist
     else:
         package = _distribution_of(top)
-        try:
-            version = md.version(package) if package else None
-        except md.PackageNotFoundError:
-            version = None
+        version = dist_version(package, missing=None) if package else None
     qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__
     return {"package": package, "version": version, "object": f"{module}:{qualname}",
             "sha256": _source_sha256(obj)}

