@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tmbench.models.delta import ASSETS
 from tmbench.results import iter_records
-from tmbench.tm.health import HEALTHY, is_healthy
+from tmbench.tm.health import failures as failed, is_healthy
 
 SUITE = "tail-smollm2"
 COLUMNS = [("rep-2 tok", "rep[n=2,unit=token]"), ("rep-2 w", "rep[n=2,unit=wordpunct]"),
@@ -54,16 +54,6 @@ def rows(out: Path) -> dict[str, dict]:
         r["_model"] = rec["row"]["model"]
         got[label] = r
     return got
-
-
-def failed(r: dict) -> list[str]:
-    """The health thresholds a row fails (a missing value fails)."""
-    out = []
-    for key, (lo, hi) in HEALTHY.items():
-        v = r.get(key)
-        if v is None or v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
-            out.append(key)
-    return out
 
 
 def choose(table: dict[str, dict]) -> tuple[str, list[str], bool]:

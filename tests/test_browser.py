@@ -60,22 +60,27 @@ def pages(tmp_path_factory):
     return {"leaderboard": html[0], "report": build_report(RUNS, dest / "report.html", SUITE)}
 
 
-@pytest.fixture(params=["leaderboard", "report"])
-def browser(request, pages, tmp_path):
-    """A fresh headless Chromium (its own profile) showing one page."""
+def _chromium(page, profile):
+    """A fresh headless Chromium (its own profile) showing ``page``; yields the driver."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for f in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+    for f in FLAGS + [f"--user-data-dir={profile}"]:
         opts.add_argument(f)
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     try:
-        driver.get(pages[request.param].resolve().as_uri())
+        driver.get(page.resolve().as_uri())
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(params=["leaderboard", "report"])
+def browser(request, pages, tmp_path):
+    """One page in a fresh headless Chromium."""
+    yield from _chromium(pages[request.param], tmp_path / "profile")
 
 
 def _css(root, sel):
@@ -260,20 +265,8 @@ def test_the_page_paints(browser):
 
 @pytest.fixture
 def report_page(pages, tmp_path):
-    """A fresh headless Chromium showing the report."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for f in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
-        opts.add_argument(f)
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    try:
-        driver.get(pages["report"].resolve().as_uri())
-        yield driver
-    finally:
-        driver.quit()
+    """The report in a fresh headless Chromium."""
+    yield from _chromium(pages["report"], tmp_path / "profile")
 
 
 @pytest.fixture(scope="module")

@@ -151,3 +151,15 @@ def test_dynamics_metric_has_the_four_health_keys():
     assert scores["tail_copy_rate"].per_sample[0] == pytest.approx(sum(t["copy"]) / len(t["copy"]))
     want = sum(t["fed_norm"]) / len(t["fed_norm"]) / t["train_norm"]
     assert scores["tail_norm_ratio"].per_sample[0] == pytest.approx(want)
+
+
+def test_failures_name_each_threshold_missed_and_a_missing_value_fails():
+    from tmbench.tm.health import failures, is_healthy
+
+    edge = {"tail_readability": 0.5, "tail_copy_rate": 0.3, "tail_norm_ratio": 2.0}
+    assert failures(edge) == [] and is_healthy(edge) is True  # each threshold met at its edge
+    bad = {"tail_readability": 0.49, "tail_copy_rate": 0.31, "tail_norm_ratio": 0.49}
+    assert failures(bad) == ["tail_readability", "tail_copy_rate", "tail_norm_ratio"]
+    assert is_healthy(bad) is False
+    half = {"tail_readability": 0.9, "tail_copy_rate": float("nan")}
+    assert failures(half) == ["tail_copy_rate", "tail_norm_ratio"] and is_healthy(half) is None

@@ -21,7 +21,7 @@ from typing import Any
 from tmbench.aggregate import N_BOOT, Cell, Paired, Row, Table, parse_key
 from tmbench.glossary import base_name, gloss, short_names
 from tmbench.results import canonical
-from tmbench.tm.health import HEALTHY, is_healthy
+from tmbench.tm.health import HEALTHY, failures, is_healthy
 
 WORD = ("wordpunct", "word")  # the metrics' word unit: the new name first, the old one accepted
 MAX_HEADLINE = 12  # a table a researcher reads at a glance; every column is in the CSV
@@ -196,10 +196,7 @@ def tail_failures(r: Row) -> list[str]:
     """The tail-health thresholds (DESIGN 3.4 item 8) a TM row fails; [] when its tail is healthy
     or was not measured."""
     values = {k: r.cells[k].mean for k in HEALTHY if k in r.cells}
-    if len(values) < len(HEALTHY) or is_healthy(values) is not False:
-        return []
-    return [k for k, (lo, hi) in HEALTHY.items()
-            if (lo is not None and values[k] < lo) or (hi is not None and values[k] > hi)]
+    return failures(values) if is_healthy(values) is False else []
 
 
 def _fixed(t: Table, r: Row) -> list[str]:

@@ -57,13 +57,20 @@ def agree_share(a: torch.Tensor, b: torch.Tensor, first: int = 0) -> torch.Tenso
     return (a == b).float().mean(-1).cpu()
 
 
-def is_healthy(values: dict[str, float]) -> bool | None:
-    """True when every health value present meets DESIGN's thresholds, None when one is
-    missing or NaN (nothing can be said)."""
+def failures(values: dict[str, float]) -> list[str]:
+    """The health thresholds (keys of ``HEALTHY``) a tail's values fail; a missing or NaN value
+    fails its threshold (nothing certifies it)."""
+    out = []
     for key, (lo, hi) in HEALTHY.items():
         v = values.get(key)
-        if v is None or v != v:
-            return None
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            return False
-    return True
+        if v is None or v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
+            out.append(key)
+    return out
+
+
+def is_healthy(values: dict[str, float]) -> bool | None:
+    """True when every health value meets DESIGN's thresholds, False when one fails, None when
+    one is missing or NaN (nothing can be said)."""
+    if any(values.get(k) is None or values[k] != values[k] for k in HEALTHY):
+        return None
+    return not failures(values)
