@@ -50,6 +50,18 @@ class Row:
         return f"{self.model} / {self.decoder}"
 
     @property
+    def seed_free(self) -> bool:
+        """Every run of the row was planned as drawing nothing from its generator (one run
+        stands for every seed; ``tmbench.types.seed_free``)."""
+        return bool(self.records) and all(r["spec"]["decoder"].get("seed_free")
+                                          for r in self.records)
+
+    @property
+    def seeds_shown(self) -> str:
+        """The seeds cell of a table: how many seeds, or ``any`` for a seed-free row."""
+        return "any" if self.seed_free else str(len(set(self.seeds)))
+
+    @property
     def n_prompts(self) -> int:
         return int(self.config.get("n") or 0)
 

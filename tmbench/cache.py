@@ -1,6 +1,9 @@
-"""Arrays cached on disk with a content check.
+"""What tmbench caches on disk, with a content check.
 
-Each file is the ``.npy`` bytes of the array followed by their sha256 digest (32 bytes), written
+:func:`cache_root` is where tmbench keeps files it derives from installed packages (judges
+assembled from chunk wheels, GGUF models converted once, the machine's peaks, checked arrays).
+
+Each array file is the ``.npy`` bytes of the array followed by their sha256 digest (32 bytes), written
 atomically. A truncated or garbled file fails the check, is reported once by name, deleted and
 recomputed by the caller; it is never silently used.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +21,13 @@ import numpy as np
 from tmbench.fileio import atomic_write
 
 _reported: set[str] = set()
+
+
+def cache_root() -> Path:
+    """Where tmbench keeps files it derives from installed packages: ``$TMBENCH_CACHE`` or
+    ``~/.cache/tmbench``."""
+    env = os.environ.get("TMBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tmbench"
 
 
 def save_array(path: Path, arr: np.ndarray) -> None:

@@ -117,8 +117,11 @@ def paper_table(root: Path, suite: str, models: tuple[str, ...], decoders: tuple
             v = c.mean * (100 if head.startswith("Loop") else 1)
             mark = "†" if "unreliable" in c.flags else ""
             cells.append(fmt(v) + mark)
-        lines.append(f"| {r.model} | {r.decoder} | {r.n_prompts} | {len(r.seeds)} | "
+        lines.append(f"| {r.model} | {r.decoder} | {r.n_prompts} | {r.seeds_shown} | "
                      + " | ".join(cells) + " |")
+    if any(r.seed_free for r in order):
+        lines += ["", "seeds `any`: the decoder draws nothing from its generator at these "
+                  "settings, so one run stands for every seed."]
     lines += twin_differences(t, order)
     return "\n".join(lines) + "\n"
 

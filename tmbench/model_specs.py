@@ -432,21 +432,14 @@ def _hub_folder(ms: ModelSpec) -> Path:
 
 
 def _load_gguf(ms: ModelSpec, device: str, dtype: str):
-    """Like ``load_smollm2`` for any GGUF file: transformers de-quantises it to ``dtype``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from tmbench._quiet import quiet_stderr
+    """Like ``load_smollm2`` for any GGUF file: transformers de-quantises it (once per machine,
+    :mod:`tmbench.models.gguf`), and it is cast to ``dtype``."""
+    from tmbench.models.gguf import load_gguf
     from tmbench.models.hf import HFModel, HFTokenizer
 
     path = Path(ms.target).expanduser()
-    hf_logging.disable_progress_bar()
     try:
-        with quiet_stderr():  # the de-quantisation progress bar cannot be switched off
-            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            lm = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                      dtype=getattr(torch, dtype))
+        lm, tok = load_gguf(path, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ValueError(f"model {ms}: transformers cannot load {path} "
                          f"({type(e).__name__}: {str(e)[:200]})") from None

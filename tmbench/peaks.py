@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from tmbench.cache import load_array, save_array
+from tmbench.cache import cache_root, load_array, save_array
 
 VERSION = 1  # of the measurement: a changed one is a new cache file
 DTYPES = ("float32", "bfloat16", "float16")
@@ -111,8 +111,6 @@ def machine_peaks(device: str, fingerprint_id: str, cache: Path | None = None,
     and cached. ``{"flops": {dtype: FLOP/s}, "bandwidth", "copy_bandwidth", "read_bandwidth"
     (bytes/s), "how"}``."""
     if cache is None:
-        from tmbench.models.judges import cache_root
-
         cache = cache_root()
     log = log or (lambda m: print(m, file=sys.stderr))  # stdout may be a --json answer
     path = Path(cache) / "peaks" / f"{fingerprint_id}-v{VERSION}.npy"

@@ -24,7 +24,7 @@ import torch
 from tmbench.params import defaults_of, plain as _plain, resolve_params
 from tmbench.registry import DECODERS, METRICS
 from tmbench.suites import DecoderSpec, MetricSpec, Suite
-from tmbench.types import metric_key
+from tmbench.types import is_seed_free, metric_key
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class RunPlan:
     defaults: dict[str, Any]  # the decoder's own defaults (stored so tables render from records)
     seed: int
     batch_size: int
+    seed_free: bool = False  # the decoder draws nothing from its generator at these params
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,12 @@ def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None
         fn = DECODERS.get(d.name)
         params = resolve_params(fn, d.params, d.label)
         dry_run(fn, params, d.label)
+        free = is_seed_free(fn, params)
+        run_seeds = list(seeds or d.seeds or suite.seeds)
+        if free and len(run_seeds) > 1:  # one run stands for every seed: not decoded twice
+            log(f"{d.label}: {d.name} draws nothing from its generator at these settings; one "
+                f"run (seed {run_seeds[0]}) stands for seeds {run_seeds}")
+            run_seeds = run_seeds[:1]
         for m in model_names:
             if m in labels:
                 if d.label in labels[m]:
@@ -263,9 +270,9 @@ def plan_runs(suite: Suite, models: list[str] | None, decoders: list[str] | None
                 labels[m].add(d.label)
             elif d.models is not None and m not in d.models:
                 continue  # the suite entry runs on the models it names only
-            for s in (seeds or d.seeds or suite.seeds):
+            for s in run_seeds:
                 for bs in suite.batch_sizes:
-                    plans.append(RunPlan(m, d, params, defaults_of(fn), s, bs))
+                    plans.append(RunPlan(m, d, params, defaults_of(fn), s, bs, free))
     _refuse_shared_runs(plans)
     return plans
 

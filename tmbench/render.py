@@ -203,7 +203,7 @@ def _fixed(t: Table, r: Row) -> list[str]:
     n = len(r.records) if t.fingerprint else r.n_prompts
     mnt = r.max_new_tokens
     decoder = r.decoder + (f" {UNHEALTHY}" if tail_failures(r) else "")
-    return [r.model, decoder, params_text(shown_params(r)), str(len(set(r.seeds))), str(n),
+    return [r.model, decoder, params_text(shown_params(r)), r.seeds_shown, str(n),
             "–" if mnt is None else str(mnt)]
 
 
@@ -224,11 +224,13 @@ def caption(t: Table, shown: list[str]) -> str:
                 f"continuation length.{mem_text}{more}")
     rng = "; ".join(r.split("; sampling decoders share")[0] for r in t.facts.get("rng") or []) \
         or "one random stream per prompt and seed"
+    free = (" seeds any: the decoder draws nothing from its generator at the row's settings, so "
+            "one run stands for every seed." if any(r.seed_free for r in t.rows) else "")
     return (f"Mean [95% bootstrap CI over prompts]: per-prompt means over seeds, then {N_BOOT} "
             "bootstrap resamples of the prompts (stream seeded from the row and metric). Perplexities "
             "pooled over tokens (gen_ppl = exp(total NLL / total tokens) where recorded) resample "
             "prompts the same way. Corpus-level metrics without per-prompt values show mean ± sd over "
-            "seeds. Behind each row: n prompts x seeds, continuations of up to max_new_tokens tokens; "
+            f"seeds.{free} Behind each row: n prompts x seeds, continuations of up to max_new_tokens tokens; "
             "a row pools only runs with the same prompts, length, model weights, decoder settings, "
             "dtype, device and judges, and a label in parentheses says how rows of one name differ. "
             "params = settings that differ from the decoder's defaults as recorded in the run. "
@@ -342,7 +344,7 @@ def to_csv(t: Table, header: bool = True) -> str:
             pc = [r.reference or "", "", "", "", ""] if p is None else [
                 r.reference, repr(p.diff), repr(p.lo), repr(p.hi), p.significant]
             w.writerow([t.suite, t.version, t.fingerprint or "", r.model, r.decoder, r.decoder_name,
-                        canonical(r.params), len(set(r.seeds)), r.n_prompts,
+                        canonical(r.params), r.seeds_shown, r.n_prompts,
                         "" if r.max_new_tokens is None else r.max_new_tokens, c, names[c],
                         t.arrows.get(c, ""),
                         "runs" if t.fingerprint else cell.kind, repr(cell.mean), num(cell.lo),
@@ -368,7 +370,7 @@ def to_rows(t: Table, all_columns: bool = False) -> dict[str, Any]:
         return out
 
     rows = [{"model": r.model, "decoder": r.decoder, "decoder_name": r.decoder_name,
-             "params": shown_params(r), "seeds": sorted(set(r.seeds)),
+             "params": shown_params(r), "seeds": sorted(set(r.seeds)), "seed_free": r.seed_free,
              "n": len(r.records) if t.fingerprint else r.n_prompts,
              "max_new_tokens": r.max_new_tokens, "run_keys": run_keys(r),
              "reference": r.reference,

@@ -99,6 +99,7 @@ def _check_spec(spec: dict) -> dict:
     _need(dec, "params", dict, "spec.decoder.")
     _need(dec, "defaults", dict, "spec.decoder.", optional=True)
     _need(dec, "code", dict, "spec.decoder.", optional=True)
+    _need(dec, "seed_free", bool, "spec.decoder.", optional=True)
     for name in ("seed", "max_new_tokens", "batch_size"):
         _need(spec, name, int, w)
     for name in ("dtype", "device_type"):

@@ -135,11 +135,11 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path,
                      chain: tuple[Path, ...] = ()) -> list[DecoderSpec]:
     """Decoder entries of a suite or an included file; ``chain``: the files including this one."""
     if isinstance(raw, dict) and "include" in raw:
-        bad = set(raw) - {"include", "models", "labels"}
+        bad = set(raw) - {"include", "models", "labels", "seeds"}
         if bad:
             c.fail("decoders.include", f"unknown fields {sorted(bad)}; accepted: include, "
                                        "models (run the included entries on these only), labels "
-                                       "(only these entries)")
+                                       "(only these entries), seeds (the included entries' seeds)")
         if not isinstance(raw["include"], str) or not raw["include"]:
             c.fail("decoders.include", f"must be a file name, got {raw['include']!r}")
         inc = Path(raw["include"])
@@ -164,6 +164,9 @@ def _decoder_entries(raw: Any, c: _Checker, base: Path,
                 c.fail("decoders.include.models", f"must be a non-empty list, got {raw['models']!r}")
             ms = tuple(_model_entry(m, c, "decoders.include.models") for m in raw["models"])
             got = [DecoderSpec(d.name, d.label, d.params, d.seeds, ms) for d in got]
+        if "seeds" in raw:
+            seeds = c.ints(raw, "seeds", None)
+            got = [DecoderSpec(d.name, d.label, d.params, seeds, d.models) for d in got]
         return got
     if not isinstance(raw, list) or not raw:
         c.fail("decoders", "must be a non-empty list of {name, params, label, seeds} or {include: FILE}")

@@ -14,7 +14,11 @@ A decoder that needs another model by name (best-of-n's scorer) takes a keyword-
 are its schema; the runner validates a suite's settings
 against the signature and records the resolved values. Returned continuations stop at (and
 include) the model's EOS token when one is generated. A decoder declares which model kind it
-talks to with the ``@model_kind("ar")`` / ``@model_kind("tm")`` decorator (default "ar").
+talks to with the ``@model_kind("ar")`` / ``@model_kind("tm")`` decorator (default "ar"), and
+a decoder that draws nothing from its generator (at every setting, or at some) says so with
+``@seed_free`` (:func:`seed_free`): the planner then runs it once, whatever seeds a suite names.
+A decoder may call :func:`first_token` once its first tokens are final; a run that measures
+throughput then reads the time to first token there instead of by a separate one-token decode.
 
 A **metric** is a plain function::
 
@@ -35,8 +39,11 @@ of it that determines the tokens) and stored as a :class:`RunRecord`.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypedDict
 
 if TYPE_CHECKING:
     import torch
@@ -384,6 +391,61 @@ def model_kind(kind: str) -> Callable:
         return fn
 
     return mark
+
+
+def seed_free(fn: Callable | None = None, *,
+              when: Callable[[dict[str, Any]], bool] | None = None) -> Callable:
+    """Mark a decoder whose tokens do not depend on its generator: at every setting (bare
+    ``@seed_free``) or at the resolved settings where ``when(params)`` is true (maturation with
+    zero embryos, no update noise and argmax commits). A suite's seeds then plan one run of it
+    (the first seed), and the tables say that the row stands for every seed."""
+
+    def mark(f: Callable) -> Callable:
+        f.seed_free = when or (lambda params: True)
+        return f
+
+    return mark if fn is None else mark(fn)
+
+
+def is_seed_free(decoder: Callable, params: dict[str, Any]) -> bool:
+    """Whether ``decoder`` at the resolved ``params`` draws nothing from its generator."""
+    when = getattr(decoder, "seed_free", None)
+    return bool(when(params)) if callable(when) else False
+
+
+_FIRST_TOKEN: ContextVar[Callable[[], None] | None] = ContextVar("tmbench_first_token",
+                                                                default=None)
+
+
+def first_token() -> None:
+    """Called by a decoder once the first token of every row is chosen for good (a greedy or
+    sampling step, a maturation commit; not a beam, which may still change it). Inside
+    :func:`first_token_clock` the first call is timed; elsewhere it does nothing."""
+    mark = _FIRST_TOKEN.get()
+    if mark is not None:
+        mark()
+
+
+@contextmanager
+def first_token_clock(sync: Callable[[], None] | None = None) -> Iterator[list[float]]:
+    """Yields a list that receives, at the first :func:`first_token` call inside the block, the
+    seconds since the block began (after ``sync()``, e.g. a CUDA synchronize, when given).
+    Later calls, and calls in a nested block, do not reach it (best-of-n's candidates are
+    not its output)."""
+    got: list[float] = []
+    t0 = time.perf_counter()
+
+    def mark() -> None:
+        if not got:
+            if sync is not None:
+                sync()
+            got.append(time.perf_counter() - t0)
+
+    token = _FIRST_TOKEN.set(mark)
+    try:
+        yield got
+    finally:
+        _FIRST_TOKEN.reset(token)
 
 
 def metric(fn: Callable | None = None, *, per_model: bool = False) -> Callable:

@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from tmbench.decoders import filters
+from tmbench.types import first_token
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -150,6 +151,8 @@ def run(model, prompts: list[list[int]], max_new_tokens: int,
         hist[:, S + t] = tok
         if sink is not None:
             sink.append(raw.gather(-1, tok[:, None])[:, 0])  # (B,)
+        if t == 0:
+            first_token()
         if t + 1 == max_new_tokens or (eos is not None and bool(done.all())):
             break
         out = model.step(out.state, tok)

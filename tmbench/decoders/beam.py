@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from tmbench.decoders import _loop, filters
-from tmbench.types import model_kind
+from tmbench.types import model_kind, seed_free
 
 NEG = -1.0e9
 
@@ -35,6 +35,7 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(x, idx, dim=1)
 
 
+@seed_free
 @model_kind("ar")
 @torch.no_grad()
 def beam(model, prompts: list[list[int]], *, max_new_tokens: int, generator: torch.Generator,

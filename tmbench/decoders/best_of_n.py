@@ -22,7 +22,7 @@ import torch
 from tmbench.decoders import _loop, sampling
 from tmbench.params import resolve_params
 from tmbench.scoring import mean_logprob
-from tmbench.types import DecodeContext, DecodeOutput, model_kind
+from tmbench.types import DecodeContext, DecodeOutput, first_token_clock, model_kind
 
 BASES = ("sample", "top_k", "nucleus", "typical", "min_p", "epsilon", "eta")  # in sampling.py
 
@@ -65,7 +65,8 @@ def best_of_n(model, prompts: list[list[int]], *, max_new_tokens: int, generator
     sub = [torch.Generator(device=g.device).manual_seed(int(seed))
            for g in gens for seed in torch.randint(2 ** 62, (n,), generator=g, device=g.device)]
     rows = [p for p in prompts for _ in range(n)]  # row b * n + i = candidate i of prompt b
-    with _loop.chosen_logprobs() as steps:
+    # a candidate's first token is not the output's: the nested clock keeps it from the run's
+    with _loop.chosen_logprobs() as steps, first_token_clock():
         cand = fn(model, rows, max_new_tokens=max_new_tokens, generator=sub, **params)
     cand = [list(c) for c in (cand.tokens if isinstance(cand, DecodeOutput) else cand)]
     if sc is None and steps:

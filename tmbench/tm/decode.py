@@ -35,7 +35,7 @@ import torch
 from tmbench.decoders._loop import check
 from tmbench.models.base import check_finite
 from tmbench.tm.trace import Recorder, TailHealth
-from tmbench.types import DecodeOutput, model_kind
+from tmbench.types import DecodeOutput, first_token, model_kind, seed_free
 
 ETA = {
     "alpha": lambda a: a,  # the paper's choice: step size = maturity
@@ -268,6 +268,13 @@ def slide(st: State, tok: torch.Tensor, cache) -> None:
     st.tail = torch.cat([st.tail[:, 1:], st.embryos(1).to(st.tail.dtype)], 1)
 
 
+def _draws_nothing(params: dict) -> bool:
+    """Zero embryos, no update noise and argmax commits: the generator is never drawn from."""
+    return (params.get("embryo") == "zeros" and params.get("sigma_dyn", 0.0) == 0
+            and not params.get("sample_commit", False))
+
+
+@seed_free(when=_draws_nothing)
 @model_kind("tm")
 @torch.no_grad()
 def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generator,
@@ -325,6 +332,8 @@ def maturation(model, prompts: list[list[int]], *, max_new_tokens: int, generato
         if tails is not None:
             tails.health(inputs, st.tail, z_hat, text_tok, st.alpha, sigma_embryo, ~done)
         tok, pred = commit(model, st, sample_commit, z_hat[:, 0])
+        if step == K - 1:
+            first_token()
         live = (~done).cpu()
         agree += (live & (tok == pred).cpu()).float()
         for b in torch.nonzero(live)[:, 0].tolist():

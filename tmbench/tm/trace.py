@@ -29,8 +29,9 @@ class Recorder:
         old, new (B, K, d): the tail before and after the update."""
         disp = (new - old).float().norm(dim=-1) / self.model.radius  # (B, K)
         ent = {}
+        unit = self.model.induced_logits(new, 1.0)  # (B, K, V) one product for every scale
         for s in self.scales:
-            logp = torch.log_softmax(self.model.induced_logits(new, s), -1)  # (B, K, V)
+            logp = torch.log_softmax(s * unit, -1)  # (B, K, V)
             ent[f"{s:g}"] = -(logp.exp() * logp).sum(-1)  # (B, K)
         for j, h in enumerate(self.hist):
             h.append({"z": new[:, j].float(), "disp": disp[:, j],
