@@ -10,7 +10,10 @@ written under a temporary name and renamed when complete, and it names the sha25
 file it holds (``tmbench-converted.json``, written last); a folder whose files do not match is
 reported, removed and converted again, never silently used. The weights are the float32 tensors
 transformers de-quantises to, saved and read back bit for bit, and cast to the asked dtype on
-load as the direct path casts them (tested: the same tensors and logits either way).
+load as the direct path casts them (tested: the same tensors and logits either way). The
+tokenizer encodes as the GGUF's does (BOS included where it adds one), but its
+``add_bos_token`` attribute reads False after the round trip (transformers 5): ask what a
+tokenizer does, not that flag (the judges do).
 """
 
 from __future__ import annotations

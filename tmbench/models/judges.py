@@ -61,7 +61,9 @@ class HFJudge(HFModel):
         self.vocab_block = int(vocab_block)
         tok = tokenizer.tok
         bos = getattr(tok, "bos_token_id", None)
-        self.score_prefix = [int(bos)] if bos is not None and getattr(tok, "add_bos_token", False) else []
+        # by what the tokenizer does, not by its add_bos_token flag (which may say otherwise)
+        adds_bos = bos is not None and tok("a").input_ids[:1] == [bos]
+        self.score_prefix = [int(bos)] if adds_bos else []
 
     def identity(self) -> dict[str, Any]:
         return super().identity() | {"source": self.source}
