@@ -3,7 +3,7 @@ header and the rows reorder (reversed on a second click), type in the model and 
 only matching rows stay visible, the toggle shows the hidden columns, and the page paints.
 
 The pages are generated here from the committed records (suite ``default``) by the current code,
-the way ``results/default-v2.html`` and ``results/report.html`` are. Needs the Debian packages
+the way ``results/default-v3.html`` and ``results/report.html`` are. Needs the Debian packages
 ``chromium`` and ``chromium-driver`` and the ``selenium`` package (in the ``test`` extra); skips
 without them. .ci/run installs both packages.
 """

@@ -60,6 +60,21 @@ def test_invalid_yaml_reports_line(tmp_path):
         load_suite(write(tmp_path, BASE + "  - : [\n"))
 
 
+def test_an_include_may_set_its_entries_seeds(tmp_path):
+    (tmp_path / "b.yaml").write_text(
+        "decoders:\n  - {name: greedy, label: greedy, seeds: [0]}\n"
+        "  - {name: nucleus, label: nuc, params: {p: 0.9}}\n")
+    suite = ("name: s\nversion: 1\ndataset: {source: bbc, split: test, n_prompts: 2}\n"
+             "max_new_tokens: 2\nseeds: [0, 1]\nmodels: [toy-random]\ndecoders:\n"
+             "  - {include: b.yaml, seeds: SEEDS}\n")
+    (tmp_path / "s.yaml").write_text(suite.replace("SEEDS", "[3]"))
+    s = load_suite(str(tmp_path / "s.yaml"))
+    assert {d.label: d.seeds for d in s.decoders} == {"greedy": (3,), "nuc": (3,)}
+    (tmp_path / "s.yaml").write_text(suite.replace("SEEDS", "[1, 1]"))
+    with pytest.raises(ValueError, match="seeds: has duplicates"):
+        load_suite(str(tmp_path / "s.yaml"))
+
+
 def test_unknown_suite_name_suggests():
     with pytest.raises(ValueError, match="Known suites"):
         load_suite("no-such-suite")

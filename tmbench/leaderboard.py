@@ -211,8 +211,12 @@ START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
 def readme_block(root: Path, suite: str | None = None, reference: str = "greedy") -> str:
+    """The tables of each suite's latest version (older versions keep their own files)."""
     tables = build_tables(root, suite, warn=lambda m: None, reference=reference)
-    return "\n".join(to_markdown(t) for t in tables)
+    latest: dict[str, int] = {}
+    for t in tables:
+        latest[t.suite] = max(latest.get(t.suite, t.version), t.version)
+    return "\n".join(to_markdown(t) for t in tables if t.version == latest[t.suite])
 
 
 def update_readme(readme: Path, root: Path, suite: str | None = None, reference: str = "greedy",
