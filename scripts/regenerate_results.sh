@@ -22,3 +22,6 @@ PY="${PYTHON:-.venv/bin/python}"
     --paper-suite standard
 "$TMBENCH" report --out results/runs --dest results/report.html
 "$TMBENCH" frontier --out results/runs --dest results    # results/<suite>-v<version>-frontier-*.{svg,png}
+# the standard suite's rows read against the twin's frontiers at matched quality
+"$TMBENCH" frontier --out results/runs --dest results --suite standard \
+    > results/standard-v1-matched-quality.md
