@@ -399,3 +399,28 @@ def test_a_tm_row_whose_tail_fails_a_health_threshold_is_marked(tmp_path):
     # a table with healthy or unmeasured tails only carries neither mark nor note
     one = write(tmp_path / "b", make_record(health(0.1, 0.9, 1.0), decoder="maturation", label="ok"))
     assert UNHEALTHY not in to_markdown(table(one))
+
+
+def test_readme_block_shows_only_each_suites_latest_version(tmp_path):
+    """Older versions keep their own files; the README shows the version a user would run."""
+    from tmbench.leaderboard import readme_block
+    from tmbench.runner import Runner
+    from tmbench.suites import load_suite
+
+    text = """name: vv
+version: {v}
+dataset: {{source: bbc, split: test, n_prompts: 2, prompt_len: 6, reference_len: 12}}
+max_new_tokens: 3
+seeds: [0]
+models: [toy-random]
+decoders: [{{name: greedy}}]
+metrics: [{{name: repetition, params: {{ns: [2], units: [token]}}}}]
+"""
+    for v in (1, 2):
+        p = tmp_path / f"vv{v}.yaml"
+        p.write_text(text.format(v=v))
+        Runner(load_suite(str(p)), tmp_path / "out", progress=False,
+               log=lambda *a: None).run(models=["toy-random"])
+    assert {t.version for t in build_tables(tmp_path / "out", "vv")} == {1, 2}
+    block = readme_block(tmp_path / "out", "vv")
+    assert "### vv v2" in block and "### vv v1" not in block
